@@ -1,0 +1,75 @@
+"""The application factory. Nothing is built at import time: ``create_app(settings)``
+makes an app bound to one database, so tests can run apps on SQLite and PostgreSQL
+side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from authserver.db import Database
+from authserver.errors import install_error_handlers
+from authserver.keys.crypto import KeyEncryptor
+from authserver.keys.ring import KeyRing
+from authserver.middleware import BodyLimit, SecurityHeaders
+from authserver.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "templates" / "static"
+
+log = logging.getLogger("authserver")
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, built once per app."""
+
+    settings: Settings
+    db: Database
+    keys: KeyRing
+    secret: str
+
+
+def build_services(settings: Settings, db: Database | None = None) -> Services:
+    secret = settings.resolved_secret_key()
+    db = db or Database(settings.database_url)
+    keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
+    return Services(settings=settings, db=db, keys=keys, secret=secret)
+
+
+def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
+    services = build_services(settings, db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.keys.ensure_key()
+        log.info("authserver serving issuer %s", settings.issuer)
+        yield
+
+    app = FastAPI(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
+    install_error_handlers(app)
+
+    from authserver.oauth import discovery
+
+    app.include_router(discovery.router(settings))
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=settings.is_https)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` (used by ``authserver serve``)."""
+    return create_app(load_settings())

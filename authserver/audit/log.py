@@ -1,0 +1,26 @@
+"""The audit log: who did what, to which client, from where, and when.
+
+Events are written in the same transaction as the change they describe, so an
+event exists exactly when its change does. Never put a secret in ``detail``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver.audit.models import AuditEvent
+
+
+def record(session: Session, event: str, *, actor: str | None = None, client_id: str | None = None,
+           ip: str | None = None, **detail: Any) -> None:
+    session.add(AuditEvent(event=event, actor=actor, client_id=client_id, ip=ip, detail=detail))
+
+
+def recent(session: Session, limit: int = 100, event: str | None = None) -> list[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if event:
+        query = query.where(AuditEvent.event == event)
+    return list(session.scalars(query))

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from authserver.db import Base, utcnow
+
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# How the client came to exist: by the operator, by RFC 7591, or by a Client ID Metadata Document.
+KINDS = ("static", "dynamic", "metadata")
+
+
+class Client(Base):
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default="static")
+    secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="none")
+    application_type: Mapped[str] = mapped_column(String(16), default="web")
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Allow-lists: what this client may ever ask for (default deny).
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    resources: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What a request without `scope` gets: the read-only part of the allow-list unless set.
+    default_scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # A resource server's own client may introspect tokens for its `resources`.
+    can_introspect: Mapped[bool] = mapped_column(default=False)
+    # The operator vouches for this client (static clients are verified by default).
+    verified: Mapped[bool] = mapped_column(default=False)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    registration_token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    extra_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Dynamically registered clients that never complete a consent expire.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"

@@ -1,0 +1,173 @@
+"""Errors, and the one place where OAuth errors become responses.
+
+Protocol code raises; only the handlers registered by ``install_error_handlers``
+render. Each error has a public ``description`` (sent to the client) and a private
+``detail`` (logged only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+log = logging.getLogger("authserver.errors")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class AppError(ValueError):
+    """A domain rule was broken (duplicate username, bad redirect URI…); the message is public."""
+
+
+class NotFound(AppError):
+    pass
+
+
+class OAuthError(Exception):
+    """RFC 6749 §5.2 error for JSON endpoints (token, revoke, introspect, register)."""
+
+    error = "invalid_request"
+    status_code = 400
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None,
+                 error: str | None = None, status_code: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(description or self.error)
+        if error:
+            self.error = error
+        if status_code:
+            self.status_code = status_code
+        self.description = description
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.description:
+            body["error_description"] = self.description
+        return body
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2: 401 with a Basic challenge when the client tried Basic auth."""
+
+    error = "invalid_client"
+    status_code = 401
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2."""
+
+    error = "invalid_target"
+
+
+class InvalidClientMetadata(OAuthError):
+    """RFC 7591 §3.2.2."""
+
+    error = "invalid_client_metadata"
+
+
+class InvalidRedirectUriMetadata(OAuthError):
+    error = "invalid_redirect_uri"
+
+
+class InvalidToken(OAuthError):
+    error = "invalid_token"
+    status_code = 401
+
+
+class AuthorizationError(Exception):
+    """RFC 6749 §4.1.2.1 error sent back to the client's (already validated) redirect URI."""
+
+    def __init__(self, error: str, description: str, *, redirect_uri: str, state: str | None,
+                 issuer: str, response_mode: str = "query", detail: str | None = None) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.redirect_uri = redirect_uri
+        self.state = state
+        self.issuer = issuer
+        self.detail = detail
+
+    def location(self) -> str:
+        params = {"error": self.error, "error_description": self.description}
+        if self.state is not None:
+            params["state"] = self.state
+        params["iss"] = self.issuer  # RFC 9207 §2: errors too
+        return append_query(self.redirect_uri, params)
+
+
+class ErrorPage(Exception):
+    """An error shown to the person, never redirected: unknown client, bad redirect URI, bad CSRF."""
+
+    def __init__(self, title: str, message: str, *, status_code: int = 400, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.title = title
+        self.message = message
+        self.status_code = status_code
+        self.detail = detail
+
+
+def append_query(uri: str, params: dict[str, str]) -> str:
+    separator = "&" if "?" in uri else "?"
+    return f"{uri}{separator}{urlencode(params)}"
+
+
+def oauth_error_response(exc: OAuthError) -> JSONResponse:
+    headers = {**NO_STORE, **exc.headers}
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_oauth_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OAuthError)
+        log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
+        return oauth_error_response(exc)
+
+    async def on_authorization_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AuthorizationError)
+        log.info("authorization error %s: %s", exc.error, exc.detail or exc.description)
+        return RedirectResponse(exc.location(), status_code=303, headers=NO_STORE)
+
+    async def on_error_page(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ErrorPage)
+        log.info("error page %r on %s: %s", exc.title, request.url.path, exc.detail or exc.message)
+        templates = request.app.state.templates
+        return templates.TemplateResponse(
+            request, "error.html", {"title": exc.title, "message": exc.message},
+            status_code=exc.status_code, headers=NO_STORE,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
+        return oauth_error_response(InvalidRequest("the request is malformed", detail=str(exc)))
+
+    app.add_exception_handler(OAuthError, on_oauth_error)
+    app.add_exception_handler(AuthorizationError, on_authorization_error)
+    app.add_exception_handler(ErrorPage, on_error_page)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,50 @@
+"""Discovery: AS metadata at every URL MCP clients try, and the JWKS."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from authserver.catalog import repository as catalog
+from authserver.deps import ServicesDep
+from authserver.oauth.metadata import build_metadata, discovery_paths
+from authserver.settings import Settings
+
+# Metadata changes only when scopes do; a short cache keeps discovery free of queries.
+METADATA_TTL = 10.0
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def router(settings: Settings) -> APIRouter:
+    api = APIRouter()
+    cache: dict[str, tuple[float, bytes]] = {}
+
+    def metadata(services: ServicesDep) -> Response:
+        hit = cache.get("metadata")
+        if hit is None or time.monotonic() - hit[0] > METADATA_TTL:
+            with services.db.session() as session:
+                public = [s.name for s in catalog.list_scopes(session) if s.public]
+            body = json.dumps(build_metadata(services.settings, public), separators=(",", ":")).encode()
+            hit = (time.monotonic(), body)
+            cache["metadata"] = hit
+        return Response(hit[1], media_type="application/json",
+                        headers={**CORS, "Cache-Control": "public, max-age=60"})
+
+    for path in discovery_paths(settings):
+        api.add_api_route(path, metadata, methods=["GET"], include_in_schema=False)
+
+    @api.get("/jwks.json", include_in_schema=False)
+    def jwks(services: ServicesDep) -> Response:
+        body = services.keys.snapshot().jwks_body
+        return Response(body, media_type="application/jwk-set+json",
+                        headers={**CORS, "Cache-Control": "public, max-age=300"})
+
+    @api.get("/healthz", include_in_schema=False)
+    def health(services: ServicesDep) -> dict[str, str]:
+        services.keys.snapshot()
+        return {"status": "ok"}
+
+    return api

@@ -1,0 +1,43 @@
+"""RFC 8414 authorization server metadata, and where it is served.
+
+MCP clients do not follow redirects during discovery, so the same document is
+served directly at every URL they try (MCP authorization spec, "Authorization
+Server Metadata Discovery").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authserver.settings import Settings
+
+
+def discovery_paths(settings: Settings) -> list[str]:
+    path = settings.issuer_path
+    paths = [
+        f"/.well-known/oauth-authorization-server{path}",
+        f"/.well-known/openid-configuration{path}",
+    ]
+    if path:
+        paths.append(f"{path}/.well-known/openid-configuration")
+    return paths
+
+
+def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, Any]:
+    e = settings.endpoint
+    auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+    return {
+        "issuer": settings.issuer,
+        "authorization_endpoint": e("/authorize"),
+        "token_endpoint": e("/token"),
+        "jwks_uri": e("/jwks.json"),
+        "scopes_supported": public_scopes,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "resource_parameter_supported": True,
+        "subject_types_supported": ["public"],
+    }

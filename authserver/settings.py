@@ -1,0 +1,134 @@
+"""Configuration from ``AUTHSERVER_*`` environment variables.
+
+Nothing here runs at import time: ``load_settings()`` is called by the CLI and by
+``create_app_from_env``, so tests can build apps on many databases side by side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("authserver.settings")
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SECRET_FILE_NAME = "authserver.secret"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says why."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTHSERVER_", extra="ignore")
+
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite:///authserver.db"
+    secret_key: str | None = Field(default=None, repr=False)
+
+    access_token_ttl: int = Field(default=600, ge=30, le=86400)
+    code_ttl: int = Field(default=60, ge=5, le=600)
+    authorization_request_ttl: int = Field(default=600, ge=60, le=3600)
+    session_ttl: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    refresh_idle_ttl: int = Field(default=14 * 86400, ge=60)
+    refresh_absolute_ttl: int = Field(default=90 * 86400, ge=60)
+    refresh_reuse_grace: int = Field(default=10, ge=0, le=300)
+    # A retired signing key stays in the JWKS this long so tokens it signed keep verifying.
+    key_retention: int = Field(default=86400, ge=60)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "info"
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_valid(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("issuer must be an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError("issuer must not have a query or fragment (RFC 8414 §2)")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("a plain http issuer is only allowed on a loopback host; use https")
+        return value.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def issuer_path(self) -> str:
+        """The issuer's path without trailing slash ('' for a host-only issuer)."""
+        return urlsplit(self.issuer).path.rstrip("/")
+
+    def endpoint(self, path: str) -> str:
+        return f"{self.issuer}{path}"
+
+    def sqlite_path(self) -> Path | None:
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+    def resolved_secret_key(self) -> str:
+        """The secret that encrypts signing keys and signs cookies.
+
+        Development convenience: when unset on a loopback http issuer, one is generated
+        once into a 0600 file beside the SQLite database. With an https issuer that
+        fallback is refused, because a production secret must be set deliberately.
+        """
+        if self.secret_key:
+            if self.is_https and len(self.secret_key) < 32:
+                raise ConfigError("AUTHSERVER_SECRET_KEY must be at least 32 characters with an https issuer")
+            return self.secret_key
+        if self.is_https:
+            raise ConfigError(
+                "AUTHSERVER_SECRET_KEY is required with an https issuer "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return _development_secret(self.secret_file())
+
+    def secret_file(self) -> Path:
+        db = self.sqlite_path()
+        return (db.parent if db else Path.cwd()) / SECRET_FILE_NAME
+
+
+def _development_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once must not write two different secrets.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    log.warning("generated a development secret key in %s (set AUTHSERVER_SECRET_KEY in production)", path)
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,51 @@
+"""URI rules shared by clients, resources and registration."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from authserver.errors import AppError
+from authserver.settings import is_loopback_host
+
+
+def check_redirect_uri(uri: str) -> str:
+    """A redirect URI must be https, or http on a loopback host (RFC 8252 §7.3); no fragment."""
+    if not uri or any(ch.isspace() for ch in uri):
+        raise AppError(f"malformed redirect URI {uri!r}")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise AppError(f"malformed redirect URI {uri!r}") from exc
+    if parts.fragment or "#" in uri:
+        raise AppError(f"redirect URI {uri!r} must not contain a fragment")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return uri
+    raise AppError(f"redirect URI {uri!r} must be https, or http on a loopback host")
+
+
+def is_loopback_uri(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
+
+
+def canonical_resource_uri(uri: str) -> str:
+    """RFC 8707 §2: an absolute URI without fragment; scheme and host lower-cased."""
+    try:
+        parts = urlsplit(uri.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise AppError(f"malformed resource URI {uri!r}") from exc
+    if parts.fragment or "#" in uri:
+        raise AppError(f"resource URI {uri!r} must not contain a fragment")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise AppError(f"resource URI {uri!r} must be an absolute http(s) URI")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise AppError(f"resource URI {uri!r} must be https (http only on a loopback host)")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, ""))

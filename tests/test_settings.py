@@ -1,0 +1,48 @@
+"""Settings refuse unsafe configurations."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from authserver.settings import ConfigError, Settings, load_settings
+
+
+def test_plain_http_issuer_off_loopback_is_refused() -> None:
+    with pytest.raises(ConfigError, match="loopback"):
+        load_settings(issuer="http://auth.example.com")
+
+
+@pytest.mark.parametrize("issuer", ["http://127.0.0.1:8000", "http://localhost:9000", "http://[::1]:8000"])
+def test_loopback_http_issuer_is_allowed(issuer: str) -> None:
+    assert load_settings(issuer=issuer).issuer == issuer
+
+
+def test_issuer_with_query_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        load_settings(issuer="https://auth.example.com/?tenant=a")
+
+
+def test_https_issuer_refuses_the_development_secret(tmp_path: Path) -> None:
+    settings = Settings(issuer="https://auth.example.com", database_url=f"sqlite:///{tmp_path}/a.db")
+    with pytest.raises(ConfigError, match="AUTHSERVER_SECRET_KEY"):
+        settings.resolved_secret_key()
+    assert not (tmp_path / "authserver.secret").exists()
+
+
+def test_https_issuer_refuses_a_short_secret(tmp_path: Path) -> None:
+    settings = Settings(issuer="https://auth.example.com", secret_key="short")
+    with pytest.raises(ConfigError, match="32"):
+        settings.resolved_secret_key()
+
+
+def test_development_secret_is_generated_once_into_a_0600_file(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db")
+    first = settings.resolved_secret_key()
+    path = tmp_path / "authserver.secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert settings.resolved_secret_key() == first
+    assert len(first) >= 48
