@@ -60,9 +60,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
     install_error_handlers(app)
 
-    from authserver.oauth import discovery
+    from authserver.interaction import routes as interaction
+    from authserver.interaction.cookies import Cookies
+    from authserver.oauth import discovery, token
+    from authserver.oauth.registry import ClientRegistry
 
+    registry = ClientRegistry()
     app.include_router(discovery.router(settings))
+    app.include_router(interaction.router(Cookies(settings, services.secret), registry))
+    app.include_router(token.router(registry))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

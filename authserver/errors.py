@@ -101,6 +101,15 @@ class InvalidToken(OAuthError):
     status_code = 401
 
 
+class CommitThenRaise(Exception):
+    """Raised by a grant whose failure changed state that must persist (a replayed code's
+    revocations): the unit of work commits, then ``error`` is answered."""
+
+    def __init__(self, error: OAuthError) -> None:
+        super().__init__(error.description)
+        self.error = error
+
+
 class AuthorizationError(Exception):
     """RFC 6749 §4.1.2.1 error sent back to the client's (already validated) redirect URI."""
 
@@ -165,6 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
+        log.info("request validation failed on %s: %s", request.url.path, exc)
         return oauth_error_response(InvalidRequest("the request is malformed", detail=str(exc)))
 
     app.add_exception_handler(OAuthError, on_oauth_error)

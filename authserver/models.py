@@ -4,9 +4,14 @@ from authserver.audit.models import AuditEvent
 from authserver.catalog.models import Resource, Scope
 from authserver.clients.models import Client
 from authserver.db import Base
+from authserver.interaction.models import AuthorizationRequest, Consent, LoginSession
 from authserver.keys.models import SigningKey
+from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from authserver.users.models import User
 
 metadata = Base.metadata
 
-__all__ = ["AuditEvent", "Base", "Client", "Resource", "Scope", "SigningKey", "User", "metadata"]
+__all__ = [
+    "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "LoginSession",
+    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "SigningKey", "User", "metadata",
+]

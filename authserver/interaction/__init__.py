@@ -1,0 +1,1 @@
+"""Sign-in and consent: the person's side of an authorization request."""

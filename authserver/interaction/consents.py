@@ -1,0 +1,33 @@
+"""Remembered consent: per person, client and resource, the union of what was allowed."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver.interaction.models import Consent
+
+
+def granted(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> list[str]:
+    row = session.scalar(select(Consent).where(
+        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource))
+    return list(row.scopes) if row else []
+
+
+def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str, scopes: list[str]) -> list[str]:
+    """Add ``scopes`` to the remembered grant (MCP step-up asks only for the new ones)."""
+    row = session.scalar(select(Consent).where(
+        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource))
+    if row is None:
+        row = Consent(user_id=user_id, client_id=client_id, resource=resource, scopes=list(scopes))
+        session.add(row)
+    else:
+        row.scopes = list(dict.fromkeys([*row.scopes, *scopes]))
+    session.flush()
+    return list(row.scopes)
+
+
+def for_user(session: Session, user_id: uuid.UUID) -> list[Consent]:
+    return list(session.scalars(select(Consent).where(Consent.user_id == user_id).order_by(Consent.updated_at.desc())))

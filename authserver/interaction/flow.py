@@ -1,0 +1,154 @@
+"""The authorization request as a state machine: created → authenticated → consented → done.
+
+It lives server side with a 10-minute expiry; the browser holds an opaque id and a
+binding cookie. ``finish`` moves it to ``done`` with a conditional UPDATE, so it can
+be completed once, whatever the number of clicks, tabs or server nodes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from authserver.audit.log import record
+from authserver.catalog import repository as catalog
+from authserver.catalog.models import Resource
+from authserver.clients.models import Client
+from authserver.db import utcnow
+from authserver.errors import ErrorPage, append_query
+from authserver.interaction import consents
+from authserver.interaction.models import AuthorizationRequest
+from authserver.oauth.authorize import AuthorizationParams
+from authserver.secrets import hash_secret, new_secret
+from authserver.settings import Settings
+from authserver.tokens import codes
+
+CREATED, AUTHENTICATED, DONE = "created", "authenticated", "done"
+
+
+def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: int) -> tuple[str, AuthorizationRequest]:
+    rid = new_secret(24)
+    now = utcnow()
+    row = AuthorizationRequest(
+        id_hash=hash_secret(rid), client_id=params.client.client_id, redirect_uri=params.redirect_uri,
+        redirect_uri_given=params.redirect_uri_given, state=params.state, scopes=params.scopes,
+        resource=params.resource.uri, code_challenge=params.code_challenge,
+        prompt=" ".join(sorted(params.prompt)) or None, browser_hash=hash_secret(browser_id),
+        created_at=now, expires_at=now + timedelta(seconds=ttl),
+    )
+    session.add(row)
+    session.flush()
+    return rid, row
+
+
+EXPIRED = ErrorPage("This request has expired",
+                    "This sign-in request is no longer valid. Go back to the application and start again.")
+
+
+def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationRequest:
+    """The live request this browser started; anything else is an error page, never a redirect."""
+    row = session.get(AuthorizationRequest, hash_secret(rid)) if 0 < len(rid) <= 100 else None
+    if row is None or row.status == DONE or row.expires_at <= utcnow():
+        raise EXPIRED
+    if browser_id is None or hash_secret(browser_id) != row.browser_hash:
+        raise ErrorPage("Request from another browser",
+                        "This sign-in request was started in another browser or window. "
+                        "Go back to the application and start again.", status_code=403,
+                        detail="browser binding cookie missing or different")
+    return row
+
+
+def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datetime) -> None:
+    row.user_id = user_id
+    row.auth_time = auth_time
+    row.status = AUTHENTICATED
+
+
+@dataclass(frozen=True)
+class ConsentNeed:
+    """What the consent page must ask: the new scopes, and those already allowed before."""
+
+    new: list[str]
+    already: list[str]
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.new)
+
+
+def consent_need(session: Session, row: AuthorizationRequest) -> ConsentNeed:
+    assert row.user_id is not None
+    before = set(consents.granted(session, row.user_id, row.client_id, row.resource))
+    new = [s for s in row.scopes if s not in before]
+    already = [s for s in row.scopes if s in before]
+    if "consent" in (row.prompt or "").split():
+        return ConsentNeed(new=list(row.scopes), already=[])
+    return ConsentNeed(new=new, already=already)
+
+
+def finish_with_code(session: Session, settings: Settings, row: AuthorizationRequest, scopes: list[str],
+                     ip: str | None) -> str:
+    """Issue the code and return where to send the browser."""
+    mark_done(session, row)
+    assert row.user_id is not None and row.auth_time is not None
+    code = codes.create(session, codes.CodeGrant(
+        client_id=row.client_id, user_id=row.user_id, redirect_uri=row.redirect_uri,
+        redirect_uri_given=row.redirect_uri_given, code_challenge=row.code_challenge, resource=row.resource,
+        scopes=scopes, auth_time=row.auth_time,
+    ), settings.code_ttl)
+    record(session, "code.issued", actor=str(row.user_id), client_id=row.client_id, ip=ip,
+           resource=row.resource, scopes=scopes)
+    params = {"code": code}
+    if row.state is not None:
+        params["state"] = row.state
+    params["iss"] = settings.issuer  # RFC 9207
+    return append_query(row.redirect_uri, params)
+
+
+def finish_with_error(session: Session, settings: Settings, row: AuthorizationRequest, error: str,
+                      description: str) -> str:
+    mark_done(session, row)
+    params = {"error": error, "error_description": description}
+    if row.state is not None:
+        params["state"] = row.state
+    params["iss"] = settings.issuer
+    return append_query(row.redirect_uri, params)
+
+
+def mark_done(session: Session, row: AuthorizationRequest) -> None:
+    result = session.execute(update(AuthorizationRequest)
+                             .where(AuthorizationRequest.id_hash == row.id_hash, AuthorizationRequest.status != DONE)
+                             .values(status=DONE))
+    if result.rowcount != 1:
+        raise EXPIRED
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    client: Client
+    resource: Resource
+    new_scopes: list[tuple[str, str, bool]]  # (name, description, write)
+    already: list[tuple[str, str, bool]]
+
+
+def describe(session: Session, client: Client, resource: Resource, need: ConsentNeed) -> ConsentView:
+    registered = catalog.get_scopes(session, [*need.new, *need.already])
+
+    def rows(names: list[str]) -> list[tuple[str, str, bool]]:
+        out = []
+        for name in names:
+            if name == catalog.OFFLINE_ACCESS:
+                out.append((name, "Stay connected: keep access after you close this window, until you revoke it",
+                            False))
+            else:
+                scope = registered[name]
+                out.append((name, scope.description, scope.write))
+        # Write scopes first: what can change or delete things must be read before the rest.
+        return sorted(out, key=lambda r: not r[2])
+
+    return ConsentView(client, resource, rows(need.new), rows(need.already))
+

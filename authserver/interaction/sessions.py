@@ -1,0 +1,37 @@
+"""Login sessions: created on sign-in, looked up by the hash of the cookie value."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from authserver.db import utcnow
+from authserver.interaction.models import LoginSession
+from authserver.secrets import hash_secret, new_secret
+from authserver.users.models import User
+
+
+def start(session: Session, user: User, ttl: int, ip: str | None) -> tuple[str, LoginSession]:
+    value = new_secret(32)
+    now = utcnow()
+    row = LoginSession(id_hash=hash_secret(value), user_id=user.id, auth_time=now,
+                       expires_at=now + timedelta(seconds=ttl), ip=ip)
+    session.add(row)
+    return value, row
+
+
+def current(session: Session, value: str | None, now: datetime | None = None) -> tuple[LoginSession, User] | None:
+    if not value or len(value) > 100:
+        return None
+    now = now or utcnow()
+    row = session.execute(
+        select(LoginSession, User).join(User, User.id == LoginSession.user_id)
+        .where(LoginSession.id_hash == hash_secret(value), LoginSession.expires_at > now, User.disabled.is_(False))
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def end(session: Session, value: str) -> None:
+    session.execute(delete(LoginSession).where(LoginSession.id_hash == hash_secret(value)))

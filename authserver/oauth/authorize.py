@@ -1,0 +1,170 @@
+"""Validating an authorization request (OAuth 2.1 §4.1.1, RFC 7636, RFC 8707, RFC 8252 §7.3).
+
+The order matters (RFC 6749 §4.1.2.1): until the client and its redirect URI are
+known to be right, every problem is shown as a page and nothing is redirected.
+After that, problems go back to the client's redirect URI with ``state`` and ``iss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from authserver.catalog import repository as catalog
+from authserver.catalog.models import Resource
+from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.clients.models import Client
+from authserver.errors import AppError, AuthorizationError, ErrorPage
+from authserver.oauth.params import Params
+from authserver.oauth.pkce import challenge_problem
+from authserver.oauth.registry import ClientRegistry
+from authserver.settings import Settings
+from authserver.uris import canonical_resource_uri, is_loopback_uri
+
+KNOWN_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+
+
+@dataclass(frozen=True)
+class AuthorizationParams:
+    client: Client
+    redirect_uri: str
+    redirect_uri_given: bool
+    state: str | None
+    scopes: list[str]
+    resource: Resource
+    code_challenge: str
+    prompt: frozenset[str]
+
+
+def redirect_uri_matches(registered: list[str], given: str) -> bool:
+    """Exact string match; a loopback redirect may differ only in its port (RFC 8252 §7.3)."""
+    if given in registered:
+        return True
+    if not is_loopback_uri(given):
+        return False
+    try:
+        g = urlsplit(given)
+        g.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return False
+    if g.username or g.password or g.fragment:
+        return False
+    for uri in registered:
+        r = urlsplit(uri)
+        if is_loopback_uri(uri) and (r.scheme, r.hostname, r.path, r.query) == (g.scheme, g.hostname, g.path, g.query):
+            return True
+    return False
+
+
+def check_client_and_redirect(session: Session, registry: ClientRegistry, params: Params) -> tuple[Client, str, bool]:
+    """The client and the redirect URI to answer on; any doubt is an error page, never a redirect."""
+    for name in ("client_id", "redirect_uri"):
+        if name in params.repeated:
+            raise ErrorPage("Invalid request", f"The parameter {name} was sent more than once.")
+    client_id = params.optional("client_id")
+    if client_id is None:
+        raise ErrorPage("Invalid request", "The request names no application (client_id is missing).")
+    client = registry.find(session, client_id)
+    if client is None or client.disabled:
+        raise ErrorPage("Unknown application", "The application that sent you here is not registered.",
+                        detail=f"unknown or disabled client_id {client_id!r}")
+    given = params.optional("redirect_uri")
+    if given is None:
+        # OAuth 2.1 §4.1.1: optional only when exactly one redirect URI is registered.
+        if len(client.redirect_uris) != 1:
+            raise ErrorPage("Invalid request", "The request does not say where to return (redirect_uri).")
+        return client, client.redirect_uris[0], False
+    if not redirect_uri_matches(client.redirect_uris, given):
+        raise ErrorPage("Invalid redirect", "The application asked to return to an address it has not registered.",
+                        detail=f"redirect_uri {given!r} not registered for {client_id!r}")
+    return client, given, True
+
+
+def validate(session: Session, settings: Settings, registry: ClientRegistry, params: Params) -> AuthorizationParams:
+    client, redirect_uri, given = check_client_and_redirect(session, registry, params)
+    state = params.get("state")
+
+    def fail(error: str, description: str) -> AuthorizationError:
+        return AuthorizationError(error, description, redirect_uri=redirect_uri, state=state, issuer=settings.issuer)
+
+    if "resource" in params.repeated:
+        raise fail("invalid_target", "only one resource may be requested at a time")
+    if params.repeated:
+        raise fail("invalid_request", f"parameter {params.repeated[0]!r} is repeated")
+    if params.optional("request") or params.optional("request_uri"):
+        raise fail("request_not_supported", "request objects are not supported")
+    if params.optional("response_type") != "code":
+        raise fail("unsupported_response_type", "response_type must be code")
+    if params.optional("response_mode") not in (None, "query"):
+        raise fail("invalid_request", "only response_mode=query is supported")
+    if "authorization_code" not in client.grant_types:
+        raise fail("unauthorized_client", "this client may not use the authorization code grant")
+    problem = challenge_problem(params.optional("code_challenge"), params.optional("code_challenge_method"))
+    if problem:
+        raise fail("invalid_request", problem)
+
+    prompt = frozenset((params.optional("prompt") or "").split())
+    if "none" in prompt and len(prompt) > 1:
+        raise fail("invalid_request", "prompt=none cannot be combined with other values")
+
+    try:
+        resource = resolve_resource(session, client, params.optional("resource"))
+        scopes = resolve_scopes(session, client, resource, params.get("scope"))
+    except _Rejected as exc:
+        raise fail(exc.error, exc.description) from None
+
+    return AuthorizationParams(
+        client=client, redirect_uri=redirect_uri, redirect_uri_given=given, state=state, scopes=scopes,
+        resource=resource, code_challenge=params["code_challenge"], prompt=prompt & KNOWN_PROMPTS,
+    )
+
+
+class _Rejected(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def resolve_resource(session: Session, client: Client, requested: str | None) -> Resource:
+    """RFC 8707: the named resource, or the client's single one; unknown or not allowed → invalid_target."""
+    if requested is None:
+        if len(client.resources) != 1:
+            raise _Rejected("invalid_target", "name the resource (MCP server) with the resource parameter")
+        requested = client.resources[0]
+    try:
+        uri = canonical_resource_uri(requested)
+    except AppError:
+        raise _Rejected("invalid_target", "resource must be an absolute URI without a fragment") from None
+    resource = catalog.get_resource(session, uri)
+    if resource is None or uri not in client.resources:
+        raise _Rejected("invalid_target", "this client may not request that resource")
+    return resource
+
+
+def resolve_scopes(session: Session, client: Client, resource: Resource, requested: str | None) -> list[str]:
+    """Every requested scope must be registered and allowed for both the client and the resource.
+
+    Without ``scope`` the client's default scopes apply (those the resource accepts).
+    ``offline_access`` only asks for a refresh token; it is kept when the client may refresh.
+    """
+    if requested is None or not requested.strip():
+        names = [s for s in client.default_scopes if s in resource.scopes]
+        if not names:
+            raise _Rejected("invalid_scope", "no scope requested and the client has no default scope here")
+        return names
+    names = list(dict.fromkeys(requested.split()))
+    wants_offline = OFFLINE_ACCESS in names
+    names = [n for n in names if n != OFFLINE_ACCESS]
+    allowed_here = set(client.scopes) & set(resource.scopes)
+    registered = catalog.get_scopes(session, names)
+    for name in names:
+        if name not in registered or name not in allowed_here:
+            raise _Rejected("invalid_scope", f"scope {name!r} is not available to this client for this resource")
+    if not names:
+        names = [s for s in client.default_scopes if s in resource.scopes]
+    if wants_offline and "refresh_token" in client.grant_types:
+        names.append(OFFLINE_ACCESS)
+    return names

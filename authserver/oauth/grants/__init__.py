@@ -1,0 +1,1 @@
+"""One module per grant type; each exposes ``exchange(session, services, client, params, ip)``."""

@@ -1,0 +1,30 @@
+"""RFC 7636 PKCE, S256 only (OAuth 2.1 §4.1.1: ``plain`` is not allowed here)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+# RFC 7636 §4.1: 43-128 characters from the unreserved set. S256 output is exactly 43.
+VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+CHALLENGE_RE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+
+
+def challenge_problem(challenge: str | None, method: str | None) -> str | None:
+    """Why an authorization request's PKCE parameters are unacceptable, or None."""
+    if not challenge:
+        return "code_challenge is required (PKCE)"
+    if method != "S256":
+        # A missing method means `plain` (RFC 7636 §4.3).
+        return "code_challenge_method must be S256"
+    if not CHALLENGE_RE.match(challenge):
+        return "code_challenge is not a valid S256 challenge"
+    return None
+
+
+def verifier_matches(verifier: str | None, challenge: str) -> bool:
+    if not verifier or not VERIFIER_RE.match(verifier):
+        return False
+    return hmac.compare_digest(create_s256_code_challenge(verifier), challenge)

@@ -1,0 +1,60 @@
+"""Authorization codes: 256-bit, stored hashed, short-lived, used once (atomically in SQL)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from authserver.db import utcnow
+from authserver.secrets import hash_secret, new_secret
+from authserver.tokens.models import AuthorizationCode
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    client_id: str
+    user_id: uuid.UUID
+    redirect_uri: str
+    redirect_uri_given: bool
+    code_challenge: str
+    resource: str
+    scopes: list[str]
+    auth_time: datetime
+
+
+def create(session: Session, grant: CodeGrant, ttl: int) -> str:
+    code = new_secret(32)
+    now = utcnow()
+    session.add(AuthorizationCode(
+        code_hash=hash_secret(code), client_id=grant.client_id, user_id=grant.user_id,
+        redirect_uri=grant.redirect_uri, redirect_uri_given=grant.redirect_uri_given,
+        code_challenge=grant.code_challenge, resource=grant.resource, scopes=grant.scopes,
+        auth_time=grant.auth_time, created_at=now, expires_at=now + timedelta(seconds=ttl),
+    ))
+    return code
+
+
+def find(session: Session, code: str) -> AuthorizationCode | None:
+    if len(code) > 100:
+        return None
+    return session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_secret(code)))
+
+
+def consume(session: Session, row: AuthorizationCode, now: datetime) -> bool:
+    """Mark the code used; True for exactly one caller across every node sharing the database."""
+    result = session.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return result.rowcount == 1
+
+
+def record_issued(session: Session, code_hash: str, access_jti: str, access_expires_at: datetime,
+                  family_id: uuid.UUID | None) -> None:
+    session.execute(update(AuthorizationCode).where(AuthorizationCode.code_hash == code_hash).values(
+        access_jti=access_jti, access_expires_at=access_expires_at, family_id=family_id))

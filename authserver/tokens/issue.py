@@ -1,0 +1,53 @@
+"""Building a token response: an access token, and a refresh token when the client may refresh."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from authserver.app import Services
+from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.clients.models import Client
+from authserver.tokens import refresh
+from authserver.tokens.access import issue_access_token
+
+
+@dataclass(frozen=True)
+class Issued:
+    body: dict[str, Any]
+    access_jti: str
+    access_expires_at: datetime
+    family_id: uuid.UUID | None
+
+
+def token_response(session: Session, services: Services, *, client: Client, subject: str,
+                   user_id: uuid.UUID | None, resource: str, scopes: list[str], auth_time: datetime | None,
+                   now: datetime, family: refresh.RefreshGrant | None = None, with_refresh: bool = True) -> Issued:
+    """Issue tokens. ``family`` continues an existing refresh family (rotation); else one starts."""
+    settings = services.settings
+    resource_scopes = [s for s in scopes if s != OFFLINE_ACCESS]
+    access = issue_access_token(
+        services.keys, issuer=settings.issuer, subject=subject, audience=resource, client_id=client.client_id,
+        scopes=resource_scopes, ttl=settings.access_token_ttl, now=int(now.timestamp()),
+        auth_time=int(auth_time.timestamp()) if auth_time else None,
+    )
+    access_expires_at = now + timedelta(seconds=access.expires_in)
+    body: dict[str, Any] = {
+        "access_token": access.token, "token_type": "Bearer", "expires_in": access.expires_in,
+        "scope": " ".join(scopes),
+    }
+    family_id = None
+    if with_refresh and "refresh_token" in client.grant_types:
+        grant = family or refresh.RefreshGrant(
+            family_id=uuid.uuid4(), client_id=client.client_id, user_id=user_id, scopes=scopes,
+            resource=resource, auth_time=auth_time,
+            family_expires_at=now + timedelta(seconds=settings.refresh_absolute_ttl),
+        )
+        body["refresh_token"] = refresh.create(session, grant, now=now, idle_ttl=settings.refresh_idle_ttl,
+                                               access_jti=access.jti, access_expires_at=access_expires_at)
+        family_id = grant.family_id
+    return Issued(body, access.jti, access_expires_at, family_id)

@@ -1,0 +1,64 @@
+"""Refresh tokens: opaque 256-bit values, stored hashed, one family per grant."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from authserver.secrets import hash_secret, new_secret
+from authserver.tokens.models import RefreshToken, RevokedAccessToken
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    family_id: uuid.UUID
+    client_id: str
+    user_id: uuid.UUID | None
+    scopes: list[str]
+    resource: str
+    auth_time: datetime | None
+    family_expires_at: datetime
+
+
+def create(session: Session, grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: str,
+           access_expires_at: datetime) -> str:
+    token = new_secret(32)
+    session.add(RefreshToken(
+        token_hash=hash_secret(token), family_id=grant.family_id, client_id=grant.client_id,
+        user_id=grant.user_id, scopes=grant.scopes, resource=grant.resource, auth_time=grant.auth_time,
+        created_at=now, expires_at=min(now + timedelta(seconds=idle_ttl), grant.family_expires_at),
+        family_expires_at=grant.family_expires_at, access_jti=access_jti, access_expires_at=access_expires_at,
+    ))
+    return token
+
+
+def find(session: Session, token: str) -> RefreshToken | None:
+    if len(token) > 100:
+        return None
+    return session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_secret(token)))
+
+
+def deny_access_token(session: Session, jti: str, expires_at: datetime, now: datetime) -> None:
+    if expires_at <= now or session.get(RevokedAccessToken, jti) is not None:
+        return
+    session.add(RevokedAccessToken(jti=jti, expires_at=expires_at))
+    session.flush()
+
+
+def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
+    """Revoke every member of a family and deny-list the access tokens they issued."""
+    members = list(session.scalars(select(RefreshToken).where(RefreshToken.family_id == family_id)))
+    session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
+                                               RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+    for member in members:
+        if member.access_jti and member.access_expires_at:
+            deny_access_token(session, member.access_jti, member.access_expires_at, now)
+    return len(members)
+
+
+def is_access_token_revoked(session: Session, jti: str) -> bool:
+    return session.get(RevokedAccessToken, jti) is not None
