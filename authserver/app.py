@@ -21,6 +21,7 @@ from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
 from authserver.middleware import BodyLimit, SecurityHeaders
 from authserver.settings import Settings, load_settings
+from authserver.tokens.purge import Purger
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -37,13 +38,18 @@ class Services:
     db: Database
     keys: KeyRing
     secret: str
+    # Seals the successor token response kept for the refresh race grace window.
+    grace_sealer: KeyEncryptor
+    purger: Purger
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
     secret = settings.resolved_secret_key()
     db = db or Database(settings.database_url)
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
-    return Services(settings=settings, db=db, keys=keys, secret=secret)
+    return Services(settings=settings, db=db, keys=keys, secret=secret,
+                    grace_sealer=KeyEncryptor(secret, "refresh-grace"),
+                    purger=Purger(db, settings.refresh_reuse_grace))
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
@@ -62,13 +68,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     from authserver.interaction import routes as interaction
     from authserver.interaction.cookies import Cookies
-    from authserver.oauth import discovery, token
+    from authserver.oauth import discovery, introspection, revocation, token
     from authserver.oauth.registry import ClientRegistry
 
     registry = ClientRegistry()
     app.include_router(discovery.router(settings))
     app.include_router(interaction.router(Cookies(settings, services.secret), registry))
     app.include_router(token.router(registry))
+    app.include_router(revocation.router(registry))
+    app.include_router(introspection.router(registry))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -21,12 +21,13 @@ from authserver.app import build_services
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
-from authserver.db import Database
+from authserver.db import Database, utcnow
 from authserver.errors import AppError
 from authserver.keys.models import SigningKey
 from authserver.keys.ring import published_keys
 from authserver.secrets import new_secret
 from authserver.settings import ConfigError, Settings, load_settings
+from authserver.tokens.purge import purge
 from authserver.users import repository as users
 
 CLI_ACTOR = "cli"
@@ -79,27 +80,40 @@ class Context:
 
 # ---- db -------------------------------------------------------------------------------------
 
-def cmd_db_upgrade(ctx: Context, args: argparse.Namespace) -> None:
+def _upgrade(ctx: Context) -> str | None:
+    services = build_services(ctx.settings, ctx.db)  # refuses a missing secret before anything is written
     migrate.upgrade(ctx.db)
-    services = build_services(ctx.settings, ctx.db)
     services.keys.ensure_key()
-    revision = migrate.current_revision(ctx.db)
+    return migrate.current_revision(ctx.db)
+
+
+def cmd_db_upgrade(ctx: Context, args: argparse.Namespace) -> None:
+    revision = _upgrade(ctx)
     ctx.out.emit({"revision": revision}, f"database at revision {revision}")
+
+
+def cmd_db_purge(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        counts = purge(session, utcnow(), ctx.settings.refresh_reuse_grace)
+    ctx.out.emit(counts, "purged: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
     """Everything `make run` needs: schema, a signing key, and a first admin if there is none."""
-    cmd_db_upgrade(ctx, args)
+    revision = _upgrade(ctx)  # one output: --json prints a single document
+    upgraded = f"database at revision {revision}\n"
     with ctx.db.session() as session:
         if users.any_admin(session):
-            ctx.out.emit({"admin_created": False}, "an admin account exists already")
+            ctx.out.emit({"revision": revision, "admin_created": False},
+                         upgraded + "an admin account exists already")
             return
         password = new_secret(12)
         user = users.create_user(session, args.admin, password, ["admin"])
         record(session, "user.created", actor=CLI_ACTOR, username=user.username, roles=user.roles)
     ctx.out.emit(
-        {"admin_created": True, "username": args.admin, "password": password},
-        f"created admin {args.admin!r} with one-time password: {password}\n"
+        {"revision": revision, "admin_created": True, "username": args.admin, "password": password},
+        upgraded + f"created admin {args.admin!r} with one-time password: {password}\n"
         "(shown once; sign in at /admin and change it)",
     )
 
@@ -283,11 +297,18 @@ def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> None:
 
 # ---- parser ---------------------------------------------------------------------------------
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors look like every other error: one ``error: …`` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    parser = argparse.ArgumentParser(prog="authserver", parents=[common],
-                                     description="OAuth 2.1 authorization server for MCP servers")
+    parser = Parser(prog="authserver", parents=[common],
+                    description="OAuth 2.1 authorization server for MCP servers")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def command(sub: Any, name: str, func: Callable[[Context, argparse.Namespace], None],
@@ -302,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = group("db", "database schema")
     command(db, "upgrade", cmd_db_upgrade, "migrate the database to the latest schema")
+    command(db, "purge", cmd_db_purge, "delete expired codes, requests, sessions, refresh tokens, deny-list rows")
 
     p = command(groups, "init", cmd_init, "migrate, create a signing key and a first admin if none exists")
     p.add_argument("--admin", default="admin", help="username of the first admin (default: admin)")

@@ -78,7 +78,7 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
             if row.status == flow.AUTHENTICATED and (signed_in is None or signed_in[1].id != row.user_id):
                 row.status = flow.CREATED  # the person signed out (or in as someone else) meanwhile
             if row.status == flow.CREATED:
-                return _login_page(request, services, cookies, rid, row)
+                return _login_page(request, cookies, session, rid, row)
             need = flow.consent_need(session, row)
             if need.needed:
                 return _consent_page(request, services, cookies, session, rid, row, need)
@@ -106,9 +106,9 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
                 failed = None
         if failed is not None:
             # Committed above so the failure is audited; the page is rendered afresh.
-            with services.db.session() as session:
+            with services.db.read_session() as session:
                 row = flow.load(session, rid, browser_id)
-                return _login_page(request, services, cookies, rid, row, username=username,
+                return _login_page(request, cookies, session, rid, row, username=username,
                                    error="That username and password do not match an active account.",
                                    status_code=401)
         response = redirect(f"/interaction/{rid}")
@@ -201,11 +201,10 @@ def _client_consented(session: Any, row: AuthorizationRequest) -> None:
         client.expires_at = None
 
 
-def _login_page(request: Request, services: Services, cookies: Cookies, rid: str, row: AuthorizationRequest, *,
+def _login_page(request: Request, cookies: Cookies, session: Any, rid: str, row: AuthorizationRequest, *,
                 username: str = "", error: str | None = None, status_code: int = 200) -> Response:
     browser_id = request.cookies.get(cookies.browser_name) or ""
-    with services.db.session() as session:
-        client = clients.get(session, row.client_id)
+    client = clients.get(session, row.client_id)
     return services_templates(request).TemplateResponse(request, "login.html", {
         "action": f"/interaction/{rid}/login", "csrf": cookies.csrf_token("login", rid, browser_id),
         "client_name": client.name if client else row.client_id, "username": username, "error": error,

@@ -19,8 +19,10 @@ def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
 
 
 class KeyEncryptor:
-    def __init__(self, secret: str) -> None:
-        self._aead = AESGCM(derive_key(secret, "signing-key-encryption"))
+    """AES-256-GCM under a key derived for one ``purpose``; associated data binds each blob to its row."""
+
+    def __init__(self, secret: str, purpose: str = "signing-key-encryption") -> None:
+        self._aead = AESGCM(derive_key(secret, purpose))
 
     def encrypt(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = os.urandom(12)

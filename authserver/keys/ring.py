@@ -136,7 +136,7 @@ class KeyRing:
         return snap is not None and time.monotonic() - snap.loaded_at <= self._refresh_interval
 
     def reload(self) -> Snapshot:
-        with self._lock, self._db.session() as session:
+        with self._lock, self._db.read_session() as session:
             keys = published_keys(session)
             current = next((k for k in keys if k.retired_at is None), None)
             if current is None:

@@ -25,7 +25,7 @@ def router(settings: Settings) -> APIRouter:
     def metadata(services: ServicesDep) -> Response:
         hit = cache.get("metadata")
         if hit is None or time.monotonic() - hit[0] > METADATA_TTL:
-            with services.db.session() as session:
+            with services.db.read_session() as session:
                 public = [s.name for s in catalog.list_scopes(session) if s.public]
             body = json.dumps(build_metadata(services.settings, public), separators=(",", ":")).encode()
             hit = (time.monotonic(), body)

@@ -26,16 +26,22 @@ def discovery_paths(settings: Settings) -> list[str]:
 def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, Any]:
     e = settings.endpoint
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+    confidential_methods = ["client_secret_basic", "client_secret_post"]
     return {
         "issuer": settings.issuer,
         "authorization_endpoint": e("/authorize"),
         "token_endpoint": e("/token"),
+        "revocation_endpoint": e("/revoke"),
+        "introspection_endpoint": e("/introspect"),
         "jwks_uri": e("/jwks.json"),
-        "scopes_supported": public_scopes,
+        "scopes_supported": [*public_scopes, "offline_access"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": auth_methods,
+        # Public clients revoke their own tokens by client_id (RFC 7009 §2.1).
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": confidential_methods,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "resource_parameter_supported": True,

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
@@ -18,7 +19,7 @@ from authserver.clients.models import Client
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
 from authserver.oauth.client_auth import authenticate_client
-from authserver.oauth.grants import authorization_code
+from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
 from authserver.oauth.params import Params, read_form, reject_repeated, require
 from authserver.oauth.registry import ClientRegistry
 
@@ -26,6 +27,8 @@ Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]
 
 GRANTS: dict[str, Grant] = {
     "authorization_code": authorization_code.exchange,
+    "refresh_token": refresh_token.exchange,
+    "client_credentials": client_credentials.exchange,
 }
 
 
@@ -38,7 +41,8 @@ def router(registry: ClientRegistry) -> APIRouter:
         reject_repeated(params)
         ip = request.client.host if request.client else None
         body = await run_in_threadpool(_handle, services, registry, request, params, ip)
-        return JSONResponse(body, headers=NO_STORE)
+        background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None
+        return JSONResponse(body, headers=NO_STORE, background=background)
 
     return api
 

@@ -1,0 +1,119 @@
+"""grant_type=refresh_token (OAuth 2.1 §4.3, §6.1): rotation with reuse detection.
+
+Every use rotates. The claim on a token is one conditional UPDATE, so exactly one of
+several racing requests (threads, processes, nodes) wins. A rotated token coming back
+revokes the whole family, except the benign race: the same client presenting it within
+``refresh_reuse_grace`` seconds, while the successor is unused, gets that same
+successor response again (two tabs or workers refreshing at once must not sign the
+person out). That response is kept sealed with AES-GCM only for the grace window.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from authserver.app import Services
+from authserver.audit.log import record
+from authserver.catalog import repository as catalog
+from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.clients.models import Client
+from authserver.db import utcnow
+from authserver.errors import AppError, CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
+from authserver.oauth.params import Params, require
+from authserver.secrets import hash_secret
+from authserver.tokens import refresh
+from authserver.tokens.issue import token_response
+from authserver.tokens.models import RefreshToken
+from authserver.uris import canonical_resource_uri
+from authserver.users import repository as users
+
+INVALID = "the refresh token is invalid, expired or revoked"
+
+
+def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None) -> dict[str, Any]:
+    token = require(params, "refresh_token")
+    now = utcnow()
+    token_hash = hash_secret(token)
+    claimed = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == token_hash, RefreshToken.client_id == client.client_id,
+               RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None),
+               RefreshToken.expires_at > now, RefreshToken.family_expires_at > now)
+        .values(rotated_at=now)
+    ).rowcount == 1
+    row = session.get(RefreshToken, token_hash, populate_existing=True) if len(token) <= 100 else None
+    if not claimed:
+        return _not_claimed(session, services, client, row, ip)
+    assert row is not None
+
+    scopes = _narrowed_scopes(session, client, row, params.optional("scope"))
+    _require_same_resource(row, params.optional("resource"))
+    user = users.get(session, row.user_id) if row.user_id else None
+    if row.user_id is not None and (user is None or user.disabled):
+        refresh.revoke_family(session, row.family_id, now)
+        raise CommitThenRaise(InvalidGrant(INVALID, detail="the user is gone or disabled"))
+
+    family = refresh.RefreshGrant(family_id=row.family_id, client_id=row.client_id, user_id=row.user_id,
+                                  scopes=row.scopes, resource=row.resource, auth_time=row.auth_time,
+                                  family_expires_at=row.family_expires_at)
+    issued = token_response(session, services, client=client, subject=str(row.user_id or client.client_id),
+                            user_id=row.user_id, resource=row.resource, scopes=scopes, auth_time=row.auth_time,
+                            now=now, family=family)
+    if services.settings.refresh_reuse_grace > 0:
+        row.successor_response = services.grace_sealer.encrypt(json.dumps(issued.body).encode(),
+                                                               token_hash.encode())
+    record(session, "token.refreshed", actor=str(row.user_id) if row.user_id else None, client_id=client.client_id,
+           ip=ip, family=str(row.family_id), resource=row.resource, scopes=scopes, jti=issued.access_jti)
+    return issued.body
+
+
+def _not_claimed(session: Session, services: Services, client: Client, row: RefreshToken | None,
+                 ip: str | None) -> dict[str, Any]:
+    """Why the token could not be claimed: unknown, not this client's, dead, or reused."""
+    now = utcnow()
+    if row is None or row.client_id != client.client_id:
+        raise InvalidGrant(INVALID, detail="unknown refresh token or another client's")
+    if row.revoked_at is not None or row.rotated_at is None:
+        raise InvalidGrant(INVALID, detail="revoked or expired refresh token")
+    grace = services.settings.refresh_reuse_grace
+    if grace > 0 and row.successor_response and now - row.rotated_at <= timedelta(seconds=grace):
+        body: dict[str, Any] = json.loads(services.grace_sealer.decrypt(row.successor_response,
+                                                                         row.token_hash.encode()))
+        successor = refresh.find(session, body.get("refresh_token", ""))
+        if successor is not None and successor.rotated_at is None and successor.revoked_at is None:
+            record(session, "token.refresh_race", client_id=client.client_id, ip=ip, family=str(row.family_id))
+            return body
+    revoked = refresh.revoke_family(session, row.family_id, now)
+    record(session, "token.reuse_detected", actor=str(row.user_id) if row.user_id else None,
+           client_id=client.client_id, ip=ip, family=str(row.family_id), revoked=revoked)
+    raise CommitThenRaise(InvalidGrant(INVALID, detail="rotated refresh token reused; family revoked"))
+
+
+def _narrowed_scopes(session: Session, client: Client, row: RefreshToken, requested: str | None) -> list[str]:
+    """A refresh may narrow the scope, never widen it (RFC 6749 §6); allow-lists may have shrunk since."""
+    resource = catalog.get_resource(session, row.resource)
+    still_allowed = set(client.scopes) & set(resource.scopes if resource else [])
+    still_allowed.add(OFFLINE_ACCESS)
+    if requested is None or not requested.strip():
+        return [s for s in row.scopes if s in still_allowed]
+    names = list(dict.fromkeys(requested.split()))
+    widened = [n for n in names if n not in row.scopes]
+    if widened:
+        raise InvalidScope(f"scope {widened[0]!r} was not granted; a refresh cannot widen the scope")
+    return [n for n in names if n in still_allowed]
+
+
+def _require_same_resource(row: RefreshToken, given: str | None) -> None:
+    if given is None:
+        return
+    try:
+        uri = canonical_resource_uri(given)
+    except AppError:
+        raise InvalidTarget("resource must be an absolute URI without a fragment") from None
+    if uri != row.resource:
+        raise InvalidTarget("a refresh cannot change the resource the grant was made for")

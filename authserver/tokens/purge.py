@@ -1,0 +1,68 @@
+"""Removing what has expired: codes, authorization requests, sessions, refresh tokens, deny-list rows.
+
+Run by ``authserver db purge`` and opportunistically after token requests, at most
+once per interval per process, after the response is sent (never blocking a request).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
+
+from authserver.db import Database, utcnow
+from authserver.interaction.models import AuthorizationRequest, LoginSession
+from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
+
+log = logging.getLogger("authserver.purge")
+
+# A used code is kept a while after expiry so a late replay is still recognised and revokes.
+CODE_KEEP = timedelta(hours=1)
+
+
+def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]:
+    counts = {
+        "authorization_codes": session.execute(
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEEP)).rowcount,
+        "authorization_requests": session.execute(
+            delete(AuthorizationRequest).where(AuthorizationRequest.expires_at < now)).rowcount,
+        "login_sessions": session.execute(delete(LoginSession).where(LoginSession.expires_at < now)).rowcount,
+        "refresh_tokens": session.execute(delete(RefreshToken).where(
+            (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now))).rowcount,
+        "revoked_access_tokens": session.execute(
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)).rowcount,
+    }
+    # The sealed successor response is only needed during the race grace window.
+    session.execute(update(RefreshToken).where(
+        RefreshToken.successor_response.is_not(None),
+        RefreshToken.rotated_at < now - timedelta(seconds=grace_seconds)).values(successor_response=None))
+    return counts
+
+
+class Purger:
+    def __init__(self, db: Database, grace_seconds: int, interval: float = 300.0) -> None:
+        self._db = db
+        self._grace = grace_seconds
+        self._interval = interval
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self._interval
+
+    def run_if_due(self) -> None:
+        if not self.due() or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._last = time.monotonic()
+            with self._db.session() as session:
+                counts = purge(session, utcnow(), self._grace)
+            log.info("purged expired rows: %s", counts)
+        except Exception:  # a failed purge must never affect requests; it runs again later
+            log.exception("purge failed")
+        finally:
+            self._lock.release()
