@@ -19,7 +19,7 @@ from authserver.db import Database
 from authserver.errors import install_error_handlers
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
-from authserver.middleware import BodyLimit, SecurityHeaders
+from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders
 from authserver.settings import Settings, load_settings
 from authserver.tokens.purge import Purger
 
@@ -68,7 +68,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     from authserver.interaction import routes as interaction
     from authserver.interaction.cookies import Cookies
-    from authserver.oauth import discovery, introspection, revocation, token
+    from authserver.oauth import discovery, introspection, registration, revocation, token
+    from authserver.oauth.metadata import discovery_paths
     from authserver.oauth.registry import ClientRegistry
 
     registry = ClientRegistry()
@@ -77,8 +78,12 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(token.router(registry))
     app.include_router(revocation.router(registry))
     app.include_router(introspection.router(registry))
+    if settings.registration != "off":
+        app.include_router(registration.router(services))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
+    app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), "/jwks.json", "/token", "/revoke"],
+                       prefixes=["/register"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app

@@ -97,3 +97,40 @@ async def _reject(send: Send) -> None:
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
         (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": payload})
+
+
+class PublicCORS:
+    """CORS for the endpoints browser-based MCP clients call: no credentials, any origin.
+
+    Only the listed paths get it; sign-in, consent and admin pages stay same-origin.
+    """
+
+    def __init__(self, app: ASGIApp, paths: list[str], prefixes: list[str]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+        self.prefixes = tuple(prefixes)
+
+    def _applies(self, path: str) -> bool:
+        return path in self.paths or path.startswith(self.prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                (b"access-control-allow-origin", b"*"),
+                (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+                (b"access-control-allow-headers", b"authorization, content-type, mcp-protocol-version"),
+                (b"access-control-max-age", b"86400")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                existing = [(n, v) for n, v in message.get("headers", []) if n != b"access-control-allow-origin"]
+                message["headers"] = [*existing, (b"access-control-allow-origin", b"*")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -11,9 +11,10 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -56,6 +57,18 @@ class Settings(BaseSettings):
     # A retired signing key stays in the JWKS this long so tokens it signed keep verifying.
     key_retention: int = Field(default=86400, ge=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Dynamic client registration (RFC 7591): open (MCP interoperability), token (initial access
+    # token required) or off.
+    registration: Literal["open", "token", "off"] = "open"
+    registration_initial_access_token: str | None = Field(default=None, repr=False)
+    registration_rate_limit: int = Field(default=20, ge=0)  # per client IP per hour; 0 = unlimited
+    dynamic_client_ttl: int = Field(default=86400, ge=60)  # unused registrations expire
+    # Client ID Metadata Documents (an https URL as client_id).
+    cimd_enabled: bool = True
+    cimd_allowed_hosts: list[str] = Field(default_factory=list)
+    cimd_denied_hosts: list[str] = Field(default_factory=list)
+    # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
+    cimd_allow_loopback_http: bool = False
     log_level: str = "info"
 
     @field_validator("issuer")
@@ -69,6 +82,14 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("a plain http issuer is only allowed on a loopback host; use https")
         return value.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _policies_are_consistent(self) -> Settings:
+        if self.cimd_allow_loopback_http and self.is_https:
+            raise ValueError("AUTHSERVER_CIMD_ALLOW_LOOPBACK_HTTP is a testing switch; refused with an https issuer")
+        if self.registration == "token" and not self.registration_initial_access_token:
+            raise ValueError("AUTHSERVER_REGISTRATION=token needs AUTHSERVER_REGISTRATION_INITIAL_ACCESS_TOKEN")
+        return self
 
     @property
     def is_https(self) -> bool:
@@ -130,5 +151,15 @@ def _development_secret(path: Path) -> str:
 def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The CLI's error contract is one line; name the variable rather than the field."""
+    messages = []
+    for error in exc.errors():
+        field = "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        messages.append(f"AUTHSERVER_{field}: {message}" if field else message)
+    return "; ".join(messages)

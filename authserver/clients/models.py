@@ -45,3 +45,19 @@ class Client(Base):
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def self_registered(self) -> bool:
+        """Registered by the client itself (RFC 7591 or a metadata document), not by the operator.
+
+        Such clients have no operator-set allow-lists: what they may ask for is bounded by
+        each resource's allowed scopes and by the person's consent (MCP step-up relies on it).
+        """
+        return self.kind in ("dynamic", "metadata")
+
+    def may_use_resource(self, uri: str) -> bool:
+        return self.self_registered or uri in self.resources
+
+    def scopes_at(self, resource_scopes: list[str]) -> set[str]:
+        allowed = set(resource_scopes)
+        return allowed if self.self_registered else allowed & set(self.scopes)

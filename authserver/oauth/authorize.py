@@ -131,7 +131,7 @@ class _Rejected(Exception):
 def resolve_resource(session: Session, client: Client, requested: str | None) -> Resource:
     """RFC 8707: the named resource, or the client's single one; unknown or not allowed → invalid_target."""
     if requested is None:
-        if len(client.resources) != 1:
+        if client.self_registered or len(client.resources) != 1:
             raise _Rejected("invalid_target", "name the resource (MCP server) with the resource parameter")
         requested = client.resources[0]
     try:
@@ -139,7 +139,7 @@ def resolve_resource(session: Session, client: Client, requested: str | None) ->
     except AppError:
         raise _Rejected("invalid_target", "resource must be an absolute URI without a fragment") from None
     resource = catalog.get_resource(session, uri)
-    if resource is None or uri not in client.resources:
+    if resource is None or not client.may_use_resource(uri):
         raise _Rejected("invalid_target", "this client may not request that resource")
     return resource
 
@@ -151,20 +151,28 @@ def resolve_scopes(session: Session, client: Client, resource: Resource, request
     ``offline_access`` only asks for a refresh token; it is kept when the client may refresh.
     """
     if requested is None or not requested.strip():
-        names = [s for s in client.default_scopes if s in resource.scopes]
+        names = default_scopes(session, client, resource)
         if not names:
             raise _Rejected("invalid_scope", "no scope requested and the client has no default scope here")
         return names
     names = list(dict.fromkeys(requested.split()))
     wants_offline = OFFLINE_ACCESS in names
     names = [n for n in names if n != OFFLINE_ACCESS]
-    allowed_here = set(client.scopes) & set(resource.scopes)
+    allowed_here = client.scopes_at(resource.scopes)
     registered = catalog.get_scopes(session, names)
     for name in names:
         if name not in registered or name not in allowed_here:
             raise _Rejected("invalid_scope", f"scope {name!r} is not available to this client for this resource")
     if not names:
-        names = [s for s in client.default_scopes if s in resource.scopes]
+        names = default_scopes(session, client, resource)
     if wants_offline and "refresh_token" in client.grant_types:
         names.append(OFFLINE_ACCESS)
     return names
+
+
+def default_scopes(session: Session, client: Client, resource: Resource) -> list[str]:
+    """What a request without ``scope`` gets: least privilege, read-only first."""
+    if client.self_registered:
+        registered = catalog.get_scopes(session, resource.scopes)
+        return [s for s in resource.scopes if s in registered and not registered[s].write]
+    return [s for s in client.default_scopes if s in resource.scopes]

@@ -15,7 +15,6 @@ from authserver.settings import Settings
 
 # Metadata changes only when scopes do; a short cache keeps discovery free of queries.
 METADATA_TTL = 10.0
-CORS = {"Access-Control-Allow-Origin": "*"}
 
 
 def router(settings: Settings) -> APIRouter:
@@ -31,7 +30,7 @@ def router(settings: Settings) -> APIRouter:
             hit = (time.monotonic(), body)
             cache["metadata"] = hit
         return Response(hit[1], media_type="application/json",
-                        headers={**CORS, "Cache-Control": "public, max-age=60"})
+                        headers={"Cache-Control": "public, max-age=60"})
 
     for path in discovery_paths(settings):
         api.add_api_route(path, metadata, methods=["GET"], include_in_schema=False)
@@ -40,7 +39,7 @@ def router(settings: Settings) -> APIRouter:
     def jwks(services: ServicesDep) -> Response:
         body = services.keys.snapshot().jwks_body
         return Response(body, media_type="application/jwk-set+json",
-                        headers={**CORS, "Cache-Control": "public, max-age=300"})
+                        headers={"Cache-Control": "public, max-age=300"})
 
     @api.get("/healthz", include_in_schema=False)
     def health(services: ServicesDep) -> dict[str, str]:

@@ -27,7 +27,7 @@ def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, An
     e = settings.endpoint
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
     confidential_methods = ["client_secret_basic", "client_secret_post"]
-    return {
+    metadata = {
         "issuer": settings.issuer,
         "authorization_endpoint": e("/authorize"),
         "token_endpoint": e("/token"),
@@ -46,4 +46,8 @@ def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, An
         "authorization_response_iss_parameter_supported": True,
         "resource_parameter_supported": True,
         "subject_types_supported": ["public"],
+        "client_id_metadata_document_supported": settings.cimd_enabled,
     }
+    if settings.registration != "off":
+        metadata["registration_endpoint"] = e("/register")
+    return metadata

@@ -1,4 +1,4 @@
-"""Removing what has expired: codes, authorization requests, sessions, refresh tokens, deny-list rows.
+"""Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients.
 
 Run by ``authserver db purge`` and opportunistically after token requests, at most
 once per interval per process, after the response is sent (never blocking a request).
@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from authserver.clients.models import Client
 from authserver.db import Database, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
@@ -35,6 +36,8 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
             (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now))).rowcount,
         "revoked_access_tokens": session.execute(
             delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)).rowcount,
+        # Self-registered clients that never got a consent (the expiry is cleared on consent).
+        "clients": session.execute(delete(Client).where(Client.expires_at < now)).rowcount,
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(

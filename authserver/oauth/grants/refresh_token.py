@@ -97,7 +97,7 @@ def _not_claimed(session: Session, services: Services, client: Client, row: Refr
 def _narrowed_scopes(session: Session, client: Client, row: RefreshToken, requested: str | None) -> list[str]:
     """A refresh may narrow the scope, never widen it (RFC 6749 §6); allow-lists may have shrunk since."""
     resource = catalog.get_resource(session, row.resource)
-    still_allowed = set(client.scopes) & set(resource.scopes if resource else [])
+    still_allowed = client.scopes_at(resource.scopes if resource else [])
     still_allowed.add(OFFLINE_ACCESS)
     if requested is None or not requested.strip():
         return [s for s in row.scopes if s in still_allowed]

@@ -1,0 +1,125 @@
+"""The registration endpoint (RFC 7591) and client configuration endpoint (RFC 7592).
+
+Policy (AUTHSERVER_REGISTRATION): ``open`` for MCP interoperability, ``token`` to require
+an initial access token, ``off`` to serve no endpoint. Registrations are limited per
+client IP per hour, counted from the audit log so the limit holds across nodes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from authserver.app import Services
+from authserver.audit.log import record
+from authserver.audit.models import AuditEvent
+from authserver.clients import registration
+from authserver.clients.models import Client
+from authserver.db import utcnow
+from authserver.deps import ServicesDep
+from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, OAuthError
+from authserver.secrets import secret_matches
+
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def read_json(request: Request) -> Any:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise InvalidClientMetadata("the request body must be application/json")
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidClientMetadata("the request body is not valid JSON") from None
+
+
+def router(services: Services) -> APIRouter:
+    api = APIRouter()
+    settings = services.settings
+
+    def config_uri(client_id: str) -> str:
+        return settings.endpoint(f"/register/{client_id}")
+
+    @api.post("/register")
+    async def register(request: Request) -> JSONResponse:
+        if settings.registration == "token":
+            expected = settings.registration_initial_access_token or ""
+            if not hmac.compare_digest((bearer(request) or "").encode(), expected.encode()):
+                raise InvalidToken("an initial access token is required to register", headers=BEARER_CHALLENGE)
+        parsed = registration.parse(await read_json(request))
+        ip = request.client.host if request.client else None
+
+        def work() -> dict[str, Any]:
+            now = utcnow()
+            with services.db.session() as session:
+                limit = settings.registration_rate_limit
+                if limit and ip:
+                    recent = session.scalar(select(func.count()).select_from(AuditEvent).where(
+                        AuditEvent.event == "client.registered", AuditEvent.ip == ip,
+                        AuditEvent.at > now - timedelta(hours=1)))
+                    if (recent or 0) >= limit:
+                        raise OAuthError("too many registrations from this address; try again later",
+                                         status_code=429, headers={"Retry-After": "3600"})
+                client, secrets = registration.register(session, parsed, ttl=settings.dynamic_client_ttl, now=now)
+                record(session, "client.registered", client_id=client.client_id, ip=ip, name=client.name,
+                       redirect_uris=client.redirect_uris, software_id=parsed.software_id)
+                return {**registration.describe(client, config_uri(client.client_id)), **secrets}
+
+        return JSONResponse(await run_in_threadpool(work), status_code=201, headers=NO_STORE)
+
+    def authorized(session: Any, request: Request, client_id: str) -> Client:
+        """RFC 7592 §2: the registration access token; any doubt is 401 (and says nothing more)."""
+        token = bearer(request)
+        client = session.get(Client, client_id) if token else None
+        if client is None or not client.self_registered or not secret_matches(token or "",
+                                                                               client.registration_token_hash):
+            raise InvalidToken("invalid registration access token", headers=BEARER_CHALLENGE)
+        return client
+
+    @api.get("/register/{client_id}")
+    def read(client_id: str, request: Request, services: ServicesDep) -> JSONResponse:
+        with services.db.read_session() as session:
+            client = authorized(session, request, client_id)
+            return JSONResponse(registration.describe(client, config_uri(client_id)), headers=NO_STORE)
+
+    @api.put("/register/{client_id}")
+    async def update(client_id: str, request: Request) -> JSONResponse:
+        parsed = registration.parse(await read_json(request))
+        ip = request.client.host if request.client else None
+
+        def work() -> dict[str, Any]:
+            with services.db.session() as session:
+                client = authorized(session, request, client_id)
+                if parsed.client_id != client_id:
+                    raise InvalidClientMetadata("client_id must be repeated unchanged in an update")
+                if parsed.client_secret is not None and not secret_matches(parsed.client_secret, client.secret_hash):
+                    raise InvalidClientMetadata("client_secret does not match")
+                if parsed.token_endpoint_auth_method != client.token_endpoint_auth_method:
+                    raise InvalidClientMetadata("token_endpoint_auth_method cannot be changed")
+                registration.apply(client, parsed)
+                record(session, "client.updated", client_id=client_id, ip=ip, redirect_uris=client.redirect_uris)
+                return registration.describe(client, config_uri(client_id))
+
+        return JSONResponse(await run_in_threadpool(work), headers=NO_STORE)
+
+    @api.delete("/register/{client_id}")
+    def delete(client_id: str, request: Request, services: ServicesDep) -> Response:
+        ip = request.client.host if request.client else None
+        with services.db.session() as session:
+            client = authorized(session, request, client_id)
+            session.delete(client)
+            record(session, "client.deleted", client_id=client_id, ip=ip, by="registration access token")
+        return Response(status_code=204, headers=NO_STORE)
+
+    return api
