@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth.metadata import discovery_paths
     from authserver.oauth.registry import ClientRegistry
 
-    registry = ClientRegistry()
+    registry = ClientRegistry(settings)
     app.include_router(discovery.router(settings))
     app.include_router(interaction.router(Cookies(settings, services.secret), registry))
     app.include_router(token.router(registry))

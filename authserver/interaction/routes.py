@@ -55,6 +55,7 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
     def authorize_endpoint(request: Request, services: ServicesDep,
                            params: Annotated[Params, Depends(authorization_params)]) -> Response:
         browser_id, new_browser = cookies.browser_id(request)
+        registry.prefetch(params.get("client_id"))
         with services.db.session() as session:
             validated = authorize.validate(session, services.settings, registry, params)
             signed_in = sessions.current(session, cookies.session_id(request))
@@ -185,12 +186,14 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
                                               "the person did not allow the request")
             return redirect(location)
         assert row.user_id is not None
-        consents.remember(session, row.user_id, row.client_id, row.resource, approved_new)
-        _client_consented(session, row)
         granted = [s for s in row.scopes if s in set(need.already) | set(approved_new)]
         record(session, "consent.granted", actor=str(row.user_id), client_id=row.client_id, ip=ip,
                resource=row.resource, scopes=granted, declined=[s for s in need.new if s not in approved_new])
+        # Finish before remembering: the conditional UPDATE makes a concurrent second click wait
+        # here and then get the "expired" page, instead of racing on the consents row.
         location = flow.finish_with_code(session, settings, row, granted, ip)
+        consents.remember(session, row.user_id, row.client_id, row.resource, approved_new)
+        _client_consented(session, row)
     return redirect(location)
 
 
@@ -222,6 +225,7 @@ def _consent_page(request: Request, services: Services, cookies: Cookies, sessio
     return services_templates(request).TemplateResponse(request, "consent.html", {
         "action": f"/interaction/{rid}/consent", "csrf": cookies.csrf_token("consent", rid, browser_id),
         "view": view, "redirect_host": redirect_host, "loopback": is_loopback_uri(row.redirect_uri),
-        "verified": client.verified, "username": signed_in[1].username if signed_in else "",
+        "verified": client.verified, "published_by": urlsplit(client.client_id).netloc if client.kind == "metadata"
+        else None, "username": signed_in[1].username if signed_in else "",
         "logout_csrf": cookies.csrf_token("logout", cookies.session_id(request) or ""),
     }, headers=NO_STORE)

@@ -19,7 +19,7 @@ from authserver.clients.models import Client
 from authserver.errors import AppError, AuthorizationError, ErrorPage
 from authserver.oauth.params import Params
 from authserver.oauth.pkce import challenge_problem
-from authserver.oauth.registry import ClientRegistry
+from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.settings import Settings
 from authserver.uris import canonical_resource_uri, is_loopback_uri
 
@@ -66,7 +66,11 @@ def check_client_and_redirect(session: Session, registry: ClientRegistry, params
     client_id = params.optional("client_id")
     if client_id is None:
         raise ErrorPage("Invalid request", "The request names no application (client_id is missing).")
-    client = registry.find(session, client_id)
+    try:
+        client = registry.find(session, client_id)
+    except ClientLookupError as exc:
+        raise ErrorPage("Application not accepted", f"The application's published details were refused: {exc.public}",
+                        detail=f"client metadata document {client_id!r}: {exc.public}") from None
     if client is None or client.disabled:
         raise ErrorPage("Unknown application", "The application that sent you here is not registered.",
                         detail=f"unknown or disabled client_id {client_id!r}")

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from authserver.clients.models import Client
 from authserver.errors import InvalidClient, InvalidRequest
 from authserver.oauth.params import Params
-from authserver.oauth.registry import ClientRegistry
+from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.secrets import secret_matches
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="authserver", charset="UTF-8"'}
@@ -57,8 +57,11 @@ def authenticate_client(session: Session, registry: ClientRegistry, request: Req
     if not client_id:
         raise InvalidClient("client authentication is required")
 
-    client = registry.find(session, client_id)
     challenge = BASIC_CHALLENGE if method == "client_secret_basic" else {}
+    try:
+        client = registry.find(session, client_id)
+    except ClientLookupError as exc:
+        raise InvalidClient(exc.public, headers=challenge) from None
     if client is None or client.disabled:
         raise InvalidClient("client authentication failed", detail=f"unknown client {client_id!r}", headers=challenge)
     if client.token_endpoint_auth_method != method:

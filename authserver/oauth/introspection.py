@@ -35,6 +35,8 @@ def router(registry: ClientRegistry) -> APIRouter:
     async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
         params = await read_form(request)
         reject_repeated(params)
+        if registry.is_document_url(params.get("client_id")):
+            await run_in_threadpool(registry.prefetch, params.get("client_id"))
 
         def work() -> dict[str, Any]:
             with services.db.read_session() as session:

@@ -1,24 +1,95 @@
-"""Where a ``client_id`` is resolved to a client.
+"""Where a ``client_id`` is resolved to a client: one place for every endpoint.
 
-Pre-registered and dynamically registered clients live in the clients table; a URL
-``client_id`` (Client ID Metadata Document) is resolved here too once supported, so
-every endpoint asks one place.
+Pre-registered and RFC 7591 clients live in the clients table. A ``client_id`` that is
+an https URL is a Client ID Metadata Document (MCP): the document is fetched (SSRF-safe,
+cached by its HTTP cache headers, see ``clients.metadata_document``) and mirrored into
+the clients table as kind ``metadata`` so codes, consents and tokens can refer to it.
+Routes call ``prefetch`` before opening a database transaction, so no transaction ever
+waits on the network.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from sqlalchemy.orm import Session
 
 from authserver.clients import repository as clients
+from authserver.clients.metadata_document import (
+    ClientMetadata,
+    MetadataDocumentError,
+    MetadataFetcher,
+    is_metadata_document_url,
+)
 from authserver.clients.models import Client
 from authserver.db import utcnow
+from authserver.settings import Settings
+
+log = logging.getLogger("authserver.registry")
+
+
+class ClientLookupError(Exception):
+    """The client cannot be used; ``public`` says why in words safe to show."""
+
+    def __init__(self, public: str) -> None:
+        super().__init__(public)
+        self.public = public
 
 
 class ClientRegistry:
+    def __init__(self, settings: Settings | None = None, fetcher: MetadataFetcher | None = None) -> None:
+        self._loopback = bool(settings and settings.cimd_allow_loopback_http)
+        self._fetcher = fetcher
+        if fetcher is None and settings is not None and settings.cimd_enabled:
+            self._fetcher = MetadataFetcher(allow_loopback_http=self._loopback,
+                                            allowed_hosts=settings.cimd_allowed_hosts or None,
+                                            denied_hosts=settings.cimd_denied_hosts or None)
+
+    def is_document_url(self, client_id: str | None) -> bool:
+        return bool(self._fetcher and client_id
+                    and is_metadata_document_url(client_id, allow_loopback_http=self._loopback))
+
+    def prefetch(self, client_id: str | None) -> None:
+        """Warm the document cache outside any transaction; errors surface later in ``find``."""
+        if self._fetcher is not None and client_id and self.is_document_url(client_id):
+            # A failure is cached too; find() raises it with its public reason.
+            with contextlib.suppress(MetadataDocumentError):
+                self._fetcher.fetch(client_id)
+
     def find(self, session: Session, client_id: str) -> Client | None:
+        """The usable client, None when unknown; raises ClientLookupError when a document is unacceptable."""
         if len(client_id) > 2048:
             return None
+        if self._fetcher is not None and self.is_document_url(client_id):
+            try:
+                document = self._fetcher.fetch(client_id)
+            except MetadataDocumentError as exc:
+                log.info("client metadata document %s refused: %s", client_id, exc.detail or exc.public)
+                raise ClientLookupError(exc.public) from None
+            return _mirror(session, document)
         client = clients.get(session, client_id)
         if client is not None and client.expires_at is not None and client.expires_at <= utcnow():
             return None
         return client
+
+
+def _mirror(session: Session, document: ClientMetadata) -> Client:
+    if document.token_endpoint_auth_method != "none":
+        raise ClientLookupError("this server accepts metadata-document clients without client authentication "
+                                "(token_endpoint_auth_method none) only")
+    client = clients.get(session, document.client_id)
+    if client is None:
+        client = Client(client_id=document.client_id, kind="metadata", verified=False, scopes=[], resources=[],
+                        default_scopes=[], token_endpoint_auth_method="none")
+        session.add(client)
+    elif client.kind != "metadata":
+        raise ClientLookupError("this client_id is registered differently")
+    client.name = document.client_name
+    client.redirect_uris = list(document.redirect_uris)
+    client.grant_types = list(document.grant_types)
+    client.application_type = "native" if all(u.startswith("http://") for u in document.redirect_uris) else "web"
+    client.extra_metadata = {k: v for k, v in (("client_uri", document.client_uri), ("logo_uri", document.logo_uri),
+                                               ("scope", document.scope)) if v}
+    session.flush()
+    return client

@@ -33,6 +33,8 @@ def router(registry: ClientRegistry) -> APIRouter:
     async def revoke(request: Request, services: ServicesDep) -> Response:
         params = await read_form(request)
         reject_repeated(params)
+        if registry.is_document_url(params.get("client_id")):
+            await run_in_threadpool(registry.prefetch, params.get("client_id"))
         ip = request.client.host if request.client else None
 
         def work() -> None:

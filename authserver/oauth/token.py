@@ -39,6 +39,8 @@ def router(registry: ClientRegistry) -> APIRouter:
     async def token(request: Request, services: ServicesDep) -> JSONResponse:
         params = await read_form(request)
         reject_repeated(params)
+        if registry.is_document_url(params.get("client_id")):
+            await run_in_threadpool(registry.prefetch, params.get("client_id"))
         ip = request.client.host if request.client else None
         body = await run_in_threadpool(_handle, services, registry, request, params, ip)
         background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None
