@@ -14,7 +14,7 @@ def test_full_flow_yields_a_token_verifiable_with_jwks(client: TestClient, db: D
     world = seed(db)
     verifier, challenge = pkce_pair()
     location = run_flow(client, authorize_params(world.public_id, challenge,
-                                                  scope="read:calendar write:calendar"))
+                                                  scope="read:calendar write:calendar offline_access"))
     params = query(location)
     assert location.startswith("https://app.example.com/callback?")
     assert params["state"] == "xyz-state"
@@ -24,7 +24,7 @@ def test_full_flow_yields_a_token_verifiable_with_jwks(client: TestClient, db: D
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["token_type"] == "Bearer"
-    assert body["scope"] == "read:calendar write:calendar"
+    assert body["scope"] == "read:calendar write:calendar offline_access"
     assert body["refresh_token"]
 
     jwks = client.get("/jwks.json").json()
@@ -38,3 +38,21 @@ def test_full_flow_yields_a_token_verifiable_with_jwks(client: TestClient, db: D
     assert claims["client_id"] == world.public_id
     assert {"exp", "iat", "jti", "auth_time"} <= claims.keys()
     assert claims["exp"] - claims["iat"] == 600
+
+
+def test_no_refresh_token_without_offline_access(client: TestClient, db: Database) -> None:
+    world = seed(db)
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, scope="read:calendar"))
+    body = exchange(client, query(location)["code"], verifier, world.public_id).json()
+    assert body["access_token"] and "refresh_token" not in body
+
+
+def test_unticking_stay_connected_means_no_refresh_token(client: TestClient, db: Database) -> None:
+    world = seed(db)
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, scope="read:calendar offline_access"),
+                        untick=("offline_access",))
+    body = exchange(client, query(location)["code"], verifier, world.public_id).json()
+    assert body["scope"] == "read:calendar"
+    assert "refresh_token" not in body

@@ -63,7 +63,7 @@ def test_metadata_document_client_completes_the_flow(cimd_client: TestClient, db
     seed(db)
     client_id = publish(documents, "/agent.json")
     verifier, challenge = pkce_pair()
-    params = authorize_params(client_id, challenge, redirect_uri=REDIRECT)
+    params = authorize_params(client_id, challenge, redirect_uri=REDIRECT, scope="read:calendar offline_access")
     page = cimd_client.get(cimd_client.get("/authorize", params=params).headers["location"])
     location = run_flow(cimd_client, params)
     assert query(location)["iss"] == ISSUER

@@ -133,7 +133,7 @@ def test_reuse_after_grace_revokes(client: TestClient, db: Database) -> None:
 
 def test_refresh_cannot_widen_scope_or_change_resource(client: TestClient, db: Database) -> None:
     world = seed(db)
-    first = tokens_for(client, world, scope="read:calendar")
+    first = tokens_for(client, world, scope="read:calendar offline_access")
     wide = refresh(client, world.public_id, first["refresh_token"], scope="read:calendar write:calendar")
     assert wide.status_code == 400 and wide.json()["error"] == "invalid_scope"
     other = refresh(client, world.public_id, first["refresh_token"], resource=OTHER_RESOURCE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authserver.interaction.models import Consent
@@ -17,16 +18,27 @@ def granted(session: Session, user_id: uuid.UUID, client_id: str, resource: str)
 
 
 def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str, scopes: list[str]) -> list[str]:
-    """Add ``scopes`` to the remembered grant (MCP step-up asks only for the new ones)."""
-    row = session.scalar(select(Consent).where(
-        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource))
-    if row is None:
-        row = Consent(user_id=user_id, client_id=client_id, resource=resource, scopes=list(scopes))
-        session.add(row)
-    else:
-        row.scopes = list(dict.fromkeys([*row.scopes, *scopes]))
-    session.flush()
-    return list(row.scopes)
+    """Add ``scopes`` to the remembered grant (MCP step-up asks only for the new ones).
+
+    Two approvals may race (two tabs): the row is locked while it is extended, and a first
+    insert that loses against a concurrent one is retried as an update.
+    """
+    for _ in range(2):
+        row = session.scalar(select(Consent).where(
+            Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource,
+        ).with_for_update())
+        if row is not None:
+            row.scopes = list(dict.fromkeys([*row.scopes, *scopes]))
+            session.flush()
+            return list(row.scopes)
+        try:
+            with session.begin_nested():
+                row = Consent(user_id=user_id, client_id=client_id, resource=resource, scopes=list(scopes))
+                session.add(row)
+        except IntegrityError:
+            continue  # a concurrent approval inserted it first: extend that one
+        return list(row.scopes)
+    raise RuntimeError("could not record the consent")
 
 
 def for_user(session: Session, user_id: uuid.UUID) -> list[Consent]:

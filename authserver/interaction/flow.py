@@ -70,24 +70,28 @@ def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datet
 
 @dataclass(frozen=True)
 class ConsentNeed:
-    """What the consent page must ask: the new scopes, and those already allowed before."""
+    """What the consent page must ask: the new scopes, and those already allowed before.
+
+    ``forced`` (prompt=consent) shows the page even when nothing is new, yet keeps what was
+    allowed before apart, so a step-up still asks only for what is new (MCP clients send
+    prompt=consent whenever they ask for offline_access).
+    """
 
     new: list[str]
     already: list[str]
+    forced: bool = False
 
     @property
     def needed(self) -> bool:
-        return bool(self.new)
+        return bool(self.new) or self.forced
 
 
 def consent_need(session: Session, row: AuthorizationRequest) -> ConsentNeed:
     assert row.user_id is not None
     before = set(consents.granted(session, row.user_id, row.client_id, row.resource))
-    new = [s for s in row.scopes if s not in before]
-    already = [s for s in row.scopes if s in before]
-    if "consent" in (row.prompt or "").split():
-        return ConsentNeed(new=list(row.scopes), already=[])
-    return ConsentNeed(new=new, already=already)
+    return ConsentNeed(new=[s for s in row.scopes if s not in before],
+                       already=[s for s in row.scopes if s in before],
+                       forced="consent" in (row.prompt or "").split())
 
 
 def finish_with_code(session: Session, settings: Settings, row: AuthorizationRequest, scopes: list[str],
