@@ -172,3 +172,52 @@ def exchange(client: TestClient, code: str, verifier: str, client_id: str, *, se
     else:
         auth = (client_id, secret)
     return client.post("/token", data=data, auth=auth)
+
+
+# --- Helpers for the attack and consent tests: raw SQL checks and page navigation. ---
+
+
+def sql(db: Database, statement: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
+    """Rows of a raw SQL query, read outside the app (what is really stored)."""
+    from sqlalchemy import text
+
+    with db.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(statement), params)]
+
+
+def execute(db: Database, statement: str, **params: object) -> int:
+    """Run a raw SQL change (e.g. push an expiry into the past); the number of rows touched."""
+    from sqlalchemy import text
+
+    with db.engine.begin() as conn:
+        return conn.execute(text(statement), params).rowcount
+
+
+def count(db: Database, table: str) -> int:
+    return sql(db, f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+def interaction_page(client: TestClient, params: dict[str, str] | list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """GET /authorize, then the interaction page it leads to (login or consent)."""
+    response = client.get("/authorize", params=params)
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.startswith("/interaction/"), location
+    return client.get(location)
+
+
+def consent_page(client: TestClient, params: dict[str, str], username: str = "alice"):  # type: ignore[no-untyped-def]
+    """The consent page of a new request, signing in first when the page asks for it."""
+    page = interaction_page(client, params)
+    if 'name="password"' in page.text:
+        response = login(client, page.text, username)
+        assert response.status_code == 303, response.text
+        page = client.get(response.headers["location"])
+    assert page.status_code == 200, page.text
+    assert 'name="decision"' in page.text, page.text
+    return page
+
+
+def scope_checkboxes(page_html: str) -> list[tuple[str, bool]]:
+    """(scope, checked) for each scope checkbox of the consent form, in page order."""
+    return [(value, checked) for name, value, checked in consent_form(page_html).checkboxes if name == "scope"]

@@ -1,0 +1,174 @@
+"""The sign-in and consent pages in a real browser (Debian's Chromium, driven by Playwright).
+
+A real uvicorn serves the app on a free loopback port; a tiny http.server plays the
+native client's loopback redirect target. Nothing is downloaded: without
+/usr/bin/chromium the test is skipped, except in CI (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)
+where that is a failure. SQLite only: the browser adds nothing per database.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+
+from authserver.app import create_app
+from tests.conftest import REQUIRE_PG, make_settings
+from tests.oauth_helpers import PASSWORD, RESOURCE, authorize_params, pkce_pair, seed
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+SCREENSHOT = Path("/tmp/consent.png")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(app, port: int) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def callback_server(port: int) -> Iterator[list[dict[str, list[str]]]]:
+    """A loopback redirect target like a native MCP client's; records each callback's query."""
+    received: list[dict[str, list[str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            if parts.path == "/callback":
+                received.append(parse_qs(parts.query, keep_blank_values=True))
+            body = b"<!doctype html><title>done</title><p>You can close this window.</p>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_sign_in_and_partial_consent_in_chromium(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend != "sqlite":
+        pytest.skip("the browser test runs on SQLite only")
+    if not Path(CHROMIUM).exists():
+        if REQUIRE_PG:
+            pytest.fail(f"{CHROMIUM} is required in CI (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    db_url = request.getfixturevalue("db_url")
+    db = request.getfixturevalue("db")
+    port, callback_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    app = create_app(make_settings(db_url, issuer=issuer), db=db)
+    world = seed(db)
+    redirect_uri = f"http://127.0.0.1:{callback_port}/callback"  # registered as http://127.0.0.1/callback
+    verifier, challenge = pkce_pair()
+    params = authorize_params(world.public_id, challenge, redirect_uri=redirect_uri,
+                              scope="read:calendar write:calendar", state="browser-state-42")
+
+    with serving(app, port), callback_server(callback_port) as received, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            problems: list[str] = []
+            # Any console error counts (a CSP violation reads "Refused to ..."), except the favicon
+            # Chromium asks every site for.
+            page.on("console", lambda m: problems.append(f"{m.text} {m.location}")
+                    if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            page.goto(f"{issuer}/authorize?{urlencode(params)}")
+            assert page.get_by_role("heading", name="Sign in").is_visible()
+            page.fill("#username", "alice")
+            page.fill("#password", PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+
+            allow = page.get_by_role("button", name="Allow")
+            allow.wait_for()
+            text = page.inner_text("main")
+            assert "Desktop Agent" in text
+            assert "Calendar" in text
+            assert "Create, change and delete your calendar events" in text
+            assert "can make changes" in text
+            assert "See your calendar events" in text
+            assert "runs on your own computer" in text  # loopback warning
+            assert f"127.0.0.1:{callback_port}" in text
+            # The session and binding cookies are HttpOnly: invisible to page script.
+            assert page.evaluate("document.cookie") == ""
+            # Both scopes ticked by default; the write scope comes first.
+            boxes = page.locator('input[type=checkbox][name="scope"]')
+            assert [boxes.nth(i).get_attribute("value") for i in range(boxes.count())] == [
+                "write:calendar", "read:calendar"]
+            assert all(boxes.nth(i).is_checked() for i in range(boxes.count()))
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            page.uncheck('input[name="scope"][value="write:calendar"]')
+            allow.click()
+            page.wait_for_url(f"{redirect_uri}?*")
+            assert "You can close this window" in page.inner_text("body")
+            # The stylesheet loaded and nothing broke under the CSP.
+            assert problems == []
+        finally:
+            browser.close()
+
+        assert len(received) == 1, received
+        callback = {k: v[0] for k, v in received[0].items()}
+        assert callback.keys() >= {"code", "state", "iss"}
+        assert "error" not in callback
+        assert callback["state"] == "browser-state-42"
+        assert callback["iss"] == issuer
+
+        response = httpx.post(f"{issuer}/token", data={
+            "grant_type": "authorization_code", "code": callback["code"], "code_verifier": verifier,
+            "redirect_uri": redirect_uri, "client_id": world.public_id}, timeout=10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["scope"] == "read:calendar"
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        assert claims["scope"] == "read:calendar"
+        assert claims["aud"] == RESOURCE
+        assert claims["iss"] == issuer
+    assert SCREENSHOT.stat().st_size > 0
