@@ -17,6 +17,10 @@ $(VENV)/.test-deps: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
+$(VENV)/.demo-deps: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[demo]'
+	touch $@ $(VENV)/.run-deps
+
 # Browser tests drive Debian's Chromium through Playwright; never a downloaded browser.
 .PHONY: chromium
 chromium:
@@ -28,9 +32,26 @@ run: $(VENV)/.run-deps
 	$(BIN)/authserver init
 	$(BIN)/authserver serve
 
+# The calendar MCP server (examples/calendar_mcp) beside authserver, on the same database as `make run`.
+DEMO_AS  := http://127.0.0.1:8000
+DEMO_MCP := http://127.0.0.1:8001/mcp
+demo: $(VENV)/.demo-deps
+	$(BIN)/authserver init
+	@trap 'kill $$as $$mcp 2>/dev/null; wait' EXIT INT TERM; \
+	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/authserver serve --port 8000 & as=$$!; \
+	$(BIN)/python -m examples.calendar_mcp --issuer $(DEMO_AS) --resource $(DEMO_MCP) & mcp=$$!; \
+	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/python -m examples.calendar_mcp.seed --resource $(DEMO_MCP) \
+	  --wait $(DEMO_AS)/.well-known/oauth-authorization-server \
+	         http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp || exit 1; \
+	while kill -0 $$as 2>/dev/null && kill -0 $$mcp 2>/dev/null; do sleep 1; done
+
 test: $(VENV)/.test-deps chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Hot-path load test against a real server on a throw-away SQLite database (see bench/bench.py --help).
+bench: $(VENV)/.test-deps
+	$(BIN)/python bench/bench.py
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

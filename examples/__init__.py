@@ -1,0 +1,1 @@
+"""Runnable examples of servers protected by authserver (run from the repository root)."""

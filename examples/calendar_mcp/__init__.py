@@ -1,0 +1,1 @@
+"""The calendar demo: an MCP server (official SDK) protected by authserver. See ``server.py`` and ``make demo``."""

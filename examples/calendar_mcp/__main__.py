@@ -1,0 +1,3 @@
+from examples.calendar_mcp.server import main
+
+main()
