@@ -114,7 +114,7 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.emit(
         {"revision": revision, "admin_created": True, "username": args.admin, "password": password},
         upgraded + f"created admin {args.admin!r} with one-time password: {password}\n"
-        "(shown once; sign in at /admin and change it)",
+        f"(shown once; change it with: authserver users set-password {args.admin} --password-stdin)",
     )
 
 
@@ -169,6 +169,23 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> None:
     with ctx.db.session() as session:
         rows = [_user_row(u) for u in users.list_users(session)]
     ctx.out.table(rows, ["username", "roles", "disabled", "created_at"])
+
+
+def cmd_users_set_password(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    password, generated = _read_password(args)
+    with ctx.db.session() as session:
+        user = users.get_by_username(session, args.username)
+        if user is None:
+            raise AppError(f"no user {args.username!r}")
+        users.set_password(session, user, password)
+        record(session, "user.password_set", actor=CLI_ACTOR, username=user.username)
+        row = _user_row(user)
+    text = f"password set for {args.username}"
+    if generated:
+        row["password"] = password
+        text += f"\none-time password: {password}"
+    ctx.out.emit(row, text)
 
 
 def cmd_users_disable(ctx: Context, args: argparse.Namespace) -> None:
@@ -341,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--role", action="append", choices=["admin", "user"])
     command(us, "list", cmd_users_list, "list users")
+    p = command(us, "set-password", cmd_users_set_password, "set a user's password")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p = command(us, "disable", cmd_users_disable, "disable a user")
     p.add_argument("username")
 

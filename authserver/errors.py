@@ -174,8 +174,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
-        log.info("request validation failed on %s: %s", request.url.path, exc)
-        return oauth_error_response(InvalidRequest("the request is malformed", detail=str(exc)))
+        # Locations and types only: the errors also carry the submitted input (passwords, tokens).
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        log.info("request validation failed on %s: %s", request.url.path,
+                 [(e.get("loc"), e.get("type")) for e in errors])
+        return oauth_error_response(InvalidRequest("the request is malformed"))
 
     app.add_exception_handler(OAuthError, on_oauth_error)
     app.add_exception_handler(AuthorizationError, on_authorization_error)

@@ -117,8 +117,8 @@ class PublicCORS:
         if scope["type"] != "http" or not self._applies(scope["path"]):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+        if scope["method"] == "OPTIONS" and any(name == b"access-control-request-method"
+                                                for name, _ in scope.get("headers", [])):
             await send({"type": "http.response.start", "status": 204, "headers": [
                 (b"access-control-allow-origin", b"*"),
                 (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),

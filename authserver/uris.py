@@ -27,8 +27,12 @@ def check_redirect_uri(uri: str) -> str:
 
 
 def is_loopback_uri(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme == "http" and is_loopback_host(parts.hostname)
+    try:
+        parts = urlsplit(uri)
+        hostname = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme == "http" and is_loopback_host(hostname)
 
 
 def canonical_resource_uri(uri: str) -> str:

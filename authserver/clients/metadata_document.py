@@ -154,7 +154,7 @@ def _is_public(address: Address) -> bool:
     # that carry a private IPv4 address, so both are checked explicitly.
     return (address.is_global and not address.is_multicast and not address.is_reserved
             and not address.is_unspecified and not address.is_loopback and not address.is_link_local
-            and not address.is_private)
+            and not address.is_private and not getattr(address, "is_site_local", False))
 
 
 def address_allowed(address: Address, *, allow_loopback: bool = False) -> bool:

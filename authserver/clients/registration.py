@@ -9,6 +9,7 @@ resource's allowed scopes and the person's consent instead.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -45,6 +46,16 @@ class RegistrationRequest(BaseModel):
     # RFC 7592 update requests repeat these; they are checked, never taken from the client.
     client_id: str | None = Field(default=None, max_length=2048)
     client_secret: str | None = Field(default=None, max_length=200)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        # Shown on the consent page and stored as text: no NUL (PostgreSQL refuses it), no
+        # control or bidirectional-override characters (they can disguise a client's name).
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+                raise ValueError("must not contain control or formatting characters")
+        return value
 
     @field_validator("client_uri", "logo_uri", "tos_uri", "policy_uri")
     @classmethod

@@ -54,4 +54,6 @@ class Cookies:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def csrf_ok(self, token: str | None, purpose: str, *bound_to: str) -> bool:
-        return bool(token) and hmac.compare_digest(token or "", self.csrf_token(purpose, *bound_to))
+        # Bytes: compare_digest refuses non-ASCII str, and a form value can be anything.
+        expected = self.csrf_token(purpose, *bound_to).encode()
+        return bool(token) and hmac.compare_digest((token or "").encode("utf-8", "replace"), expected)

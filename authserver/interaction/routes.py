@@ -7,24 +7,28 @@ bound to the request and to this browser's binding cookie.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from authserver.app import Services
 from authserver.audit.log import record
+from authserver.audit.models import AuditEvent
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
+from authserver.db import utcnow
 from authserver.deps import ServicesDep
-from authserver.errors import NO_STORE, AuthorizationError, ErrorPage
+from authserver.errors import NO_STORE, AuthorizationError, ErrorPage, InvalidRequest
 from authserver.interaction import consents, flow, sessions
 from authserver.interaction.cookies import Cookies
 from authserver.interaction.models import AuthorizationRequest
 from authserver.oauth import authorize
-from authserver.oauth.params import Params, collect
+from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
 from authserver.uris import is_loopback_uri
 from authserver.users import repository as users
@@ -43,8 +47,10 @@ def redirect(location: str) -> RedirectResponse:
 
 async def authorization_params(request: Request) -> Params:
     if request.method == "POST":
-        form = await request.form(max_files=0, max_fields=100)
-        return collect(form.multi_items())
+        try:
+            return collect(await read_form_items(request))
+        except InvalidRequest:
+            raise ErrorPage("Invalid request", "The request could not be read.") from None
     return collect(request.query_params.multi_items())
 
 
@@ -87,58 +93,97 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
         return redirect(location)
 
     @api.post("/interaction/{rid}/login")
-    def login(rid: str, request: Request, services: ServicesDep, username: Annotated[str, Form(max_length=150)] = "",
-              password: Annotated[str, Form(max_length=1024)] = "",
-              csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
-        browser_id = request.cookies.get(cookies.browser_name)
-        with services.db.session() as session:
-            row = flow.load(session, rid, browser_id)
-            if not cookies.csrf_ok(csrf, "login", rid, browser_id or ""):
-                raise BAD_CSRF
-            user = users.authenticate(session, username, password)
-            if user is None:
-                record(session, "login.failed", actor=username[:150], client_id=row.client_id, ip=client_ip(request))
-                failed = (row.client_id, row.resource, row.scopes)
-            else:
-                value, login_session = sessions.start(session, user, services.settings.session_ttl, client_ip(request))
-                flow.authenticate(row, user.id, login_session.auth_time)
-                record(session, "login.succeeded", actor=str(user.id), client_id=row.client_id,
-                       ip=client_ip(request), username=user.username)
-                failed = None
-        if failed is not None:
-            # Committed above so the failure is audited; the page is rendered afresh.
-            with services.db.read_session() as session:
-                row = flow.load(session, rid, browser_id)
-                return _login_page(request, cookies, session, rid, row, username=username,
-                                   error="That username and password do not match an active account.",
-                                   status_code=401)
-        response = redirect(f"/interaction/{rid}")
-        cookies.set_session(response, value)
-        return response
+    async def login(rid: str, request: Request, services: ServicesDep) -> Response:
+        try:
+            form = collect(await read_form_items(request, max_fields=20))
+        except InvalidRequest:
+            raise BAD_CSRF from None
+        return await run_in_threadpool(_sign_in, rid, request, services, cookies, form)
 
     @api.post("/interaction/{rid}/consent")
     async def consent(rid: str, request: Request, services: ServicesDep) -> Response:
-        items = (await request.form(max_files=0, max_fields=200)).multi_items()
+        try:
+            items = await read_form_items(request, max_fields=200)
+        except InvalidRequest:
+            raise BAD_CSRF from None
         ticked = [value for key, value in items if key == "scope" and isinstance(value, str)]
         return await run_in_threadpool(_decide, rid, request, services, cookies, collect(items), ticked)
 
     @api.post("/logout")
-    def logout(request: Request, services: ServicesDep, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+    async def logout(request: Request, services: ServicesDep) -> Response:
+        try:
+            form = collect(await read_form_items(request, max_fields=20))
+        except InvalidRequest:
+            raise BAD_CSRF from None
         value = cookies.session_id(request)
-        if value and not cookies.csrf_ok(csrf, "logout", value):
+        if value and not cookies.csrf_ok(form.get("csrf"), "logout", value):
             raise BAD_CSRF
         if value:
-            with services.db.session() as session:
-                signed_in = sessions.current(session, value)
-                sessions.end(session, value)
-                if signed_in:
-                    record(session, "logout", actor=str(signed_in[1].id), ip=client_ip(request))
+            await run_in_threadpool(_sign_out, services, value, client_ip(request))
         response = services_templates(request).TemplateResponse(
             request, "message.html", {"title": "Signed out", "message": "You are signed out."}, headers=NO_STORE)
         cookies.clear_session(response)
         return response
 
     return api
+
+
+LOGIN_FAILURE_LIMIT = 20  # per client IP in LOGIN_FAILURE_WINDOW, counted from the audit log (all nodes)
+LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
+BAD_LOGIN = "That username and password do not match an active account."
+
+
+def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
+    browser_id = request.cookies.get(cookies.browser_name)
+    username, password, ip = form.get("username", ""), form.get("password", ""), client_ip(request)
+    with services.db.session() as session:
+        row = flow.load(session, rid, browser_id)
+        if not cookies.csrf_ok(form.get("csrf"), "login", rid, browser_id or ""):
+            raise BAD_CSRF
+        error = None
+        if _too_many_failures(session, ip):
+            error = "Too many failed sign-ins from your network. Wait a few minutes and try again."
+        elif form.malformed or not 0 < len(username) <= 150 or len(password) > 1024:
+            error = BAD_LOGIN  # no argon2 work, and nothing PostgreSQL cannot store, for such input
+        else:
+            user = users.authenticate(session, username, password)
+            if user is None:
+                error = BAD_LOGIN
+        if error is not None:
+            # Only a real account's name is kept: what people type there is often a password.
+            known = not form.malformed and len(username) <= 150 and users.get_by_username(session, username)
+            record(session, "login.failed", actor=username if known else None, client_id=row.client_id, ip=ip)
+        else:
+            assert user is not None
+            value, login_session = sessions.start(session, user, services.settings.session_ttl, ip)
+            flow.authenticate(row, user.id, login_session.auth_time)
+            record(session, "login.succeeded", actor=str(user.id), client_id=row.client_id, ip=ip,
+                   username=user.username)
+    if error is not None:
+        # Committed above so the failure is audited; the page is rendered afresh.
+        with services.db.read_session() as session:
+            row = flow.load(session, rid, browser_id)
+            shown = username if not form.malformed and len(username) <= 150 else ""
+            return _login_page(request, cookies, session, rid, row, username=shown, error=error, status_code=401)
+    response = redirect(f"/interaction/{rid}")
+    cookies.set_session(response, value)
+    return response
+
+
+def _too_many_failures(session: Any, ip: str | None) -> bool:
+    if ip is None:
+        return False
+    failures = session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.event == "login.failed", AuditEvent.ip == ip, AuditEvent.at > utcnow() - LOGIN_FAILURE_WINDOW))
+    return (failures or 0) >= LOGIN_FAILURE_LIMIT
+
+
+def _sign_out(services: Services, value: str, ip: str | None) -> None:
+    with services.db.session() as session:
+        signed_in = sessions.current(session, value)
+        sessions.end(session, value)
+        if signed_in:
+            record(session, "logout", actor=str(signed_in[1].id), ip=ip)
 
 
 def services_templates(request: Request) -> Any:

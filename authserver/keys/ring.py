@@ -128,15 +128,23 @@ class KeyRing:
             snap = self._snapshot
             assert snap is not None
         elif time.monotonic() - snap.loaded_at > self._refresh_interval:
-            snap = self.reload()
+            snap = self.reload(only_if_stale=True)
         return snap
 
     def is_fresh(self) -> bool:
         snap = self._snapshot
         return snap is not None and time.monotonic() - snap.loaded_at <= self._refresh_interval
 
-    def reload(self) -> Snapshot:
-        with self._lock, self._db.read_session() as session:
+    def reload(self, only_if_stale: bool = False) -> Snapshot:
+        with self._lock:
+            # Requests that waited for the lock find the snapshot the first one loaded.
+            current = self._snapshot
+            if only_if_stale and current is not None and time.monotonic() - current.loaded_at <= self._refresh_interval:
+                return current
+            return self._load()
+
+    def _load(self) -> Snapshot:
+        with self._db.read_session() as session:
             keys = published_keys(session)
             current = next((k for k in keys if k.retired_at is None), None)
             if current is None:

@@ -60,6 +60,8 @@ def redirect_uri_matches(registered: list[str], given: str) -> bool:
 
 def check_client_and_redirect(session: Session, registry: ClientRegistry, params: Params) -> tuple[Client, str, bool]:
     """The client and the redirect URI to answer on; any doubt is an error page, never a redirect."""
+    if params.malformed:
+        raise ErrorPage("Invalid request", "The request contains characters no valid request has.")
     for name in ("client_id", "redirect_uri"):
         if name in params.repeated:
             raise ErrorPage("Invalid request", f"The parameter {name} was sent more than once.")

@@ -6,6 +6,7 @@ import json
 import time
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from authserver.catalog import repository as catalog
@@ -36,9 +37,11 @@ def router(settings: Settings) -> APIRouter:
         api.add_api_route(path, metadata, methods=["GET"], include_in_schema=False)
 
     @api.get("/jwks.json", include_in_schema=False)
-    def jwks(services: ServicesDep) -> Response:
-        body = services.keys.snapshot().jwks_body
-        return Response(body, media_type="application/jwk-set+json",
+    async def jwks(services: ServicesDep) -> Response:
+        # Served from memory; only a stale key snapshot (every 30 s) costs a thread hop and a query.
+        keys = services.keys
+        snapshot = keys.snapshot() if keys.is_fresh() else await run_in_threadpool(keys.snapshot)
+        return Response(snapshot.jwks_body, media_type="application/jwk-set+json",
                         headers={"Cache-Control": "public, max-age=300"})
 
     @api.get("/healthz", include_in_schema=False)

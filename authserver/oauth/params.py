@@ -12,9 +12,14 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class Params(dict[str, str]):
-    """Single-valued parameters; ``repeated`` names those that came more than once."""
+    """Single-valued parameters; ``repeated`` names those that came more than once.
+
+    ``malformed`` is set when a name or value holds a NUL or other control character: no
+    OAuth parameter has one, and PostgreSQL text cannot store NUL.
+    """
 
     repeated: tuple[str, ...] = ()
+    malformed: bool = False
 
     def optional(self, name: str) -> str | None:
         value = self.get(name)
@@ -27,6 +32,8 @@ def collect(items: Iterable[tuple[str, object]]) -> Params:
     for key, value in items:
         if not isinstance(value, str):
             continue  # file uploads have no place in OAuth
+        if has_control_characters(key) or has_control_characters(value):
+            params.malformed = True
         if key in params:
             repeated.append(key)
         params[key] = value
@@ -34,16 +41,30 @@ def collect(items: Iterable[tuple[str, object]]) -> Params:
     return params
 
 
+def has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
+async def read_form_items(request: Request, max_fields: int = 100) -> list[tuple[str, object]]:
+    """The form's items; a body the parser refuses (too many fields, malformed) is ``invalid_request``."""
+    try:
+        form = await request.form(max_files=0, max_fields=max_fields)
+    except Exception as exc:  # Starlette raises HTTPException or MultiPartException by case
+        raise InvalidRequest("the form body could not be read", detail=str(exc)) from None
+    return list(form.multi_items())
+
+
 async def read_form(request: Request) -> Params:
     """The form body of a token-style endpoint; anything but urlencoded is refused."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise InvalidRequest(f"the request body must be {FORM_TYPE}")
-    form = await request.form(max_files=0, max_fields=100)
-    return collect(form.multi_items())
+    return collect(await read_form_items(request))
 
 
 def reject_repeated(params: Params) -> None:
+    if params.malformed:
+        raise InvalidRequest("a parameter contains control characters")
     if params.repeated:
         raise InvalidRequest(f"parameter {params.repeated[0]!r} is repeated")
 

@@ -25,6 +25,7 @@ from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, OAuthError
+from authserver.oauth.params import has_control_characters
 from authserver.secrets import secret_matches
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -40,7 +41,7 @@ async def read_json(request: Request) -> Any:
         raise InvalidClientMetadata("the request body must be application/json")
     try:
         return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidClientMetadata("the request body is not valid JSON") from None
 
 
@@ -81,7 +82,8 @@ def router(services: Services) -> APIRouter:
     def authorized(session: Any, request: Request, client_id: str) -> Client:
         """RFC 7592 §2: the registration access token; any doubt is 401 (and says nothing more)."""
         token = bearer(request)
-        client = session.get(Client, client_id) if token else None
+        usable = token and len(client_id) <= 2048 and not has_control_characters(client_id)
+        client = session.get(Client, client_id) if usable else None
         if client is None or not client.self_registered or not secret_matches(token or "",
                                                                                client.registration_token_hash):
             raise InvalidToken("invalid registration access token", headers=BEARER_CHALLENGE)

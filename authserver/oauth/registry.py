@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ class ClientLookupError(Exception):
 class ClientRegistry:
     def __init__(self, settings: Settings | None = None, fetcher: MetadataFetcher | None = None) -> None:
         self._loopback = bool(settings and settings.cimd_allow_loopback_http)
+        self._ttl = settings.dynamic_client_ttl if settings else 86400
         self._fetcher = fetcher
         if fetcher is None and settings is not None and settings.cimd_enabled:
             self._fetcher = MetadataFetcher(allow_loopback_http=self._loopback,
@@ -67,21 +69,25 @@ class ClientRegistry:
             except MetadataDocumentError as exc:
                 log.info("client metadata document %s refused: %s", client_id, exc.detail or exc.public)
                 raise ClientLookupError(exc.public) from None
-            return _mirror(session, document)
+            return _mirror(session, document, self._ttl)
         client = clients.get(session, client_id)
-        if client is not None and client.expires_at is not None and client.expires_at <= utcnow():
+        if client is None or client.kind == "metadata":
+            return None  # a mirrored document is only usable while documents are accepted and fetched
+        if client.expires_at is not None and client.expires_at <= utcnow():
             return None
         return client
 
 
-def _mirror(session: Session, document: ClientMetadata) -> Client:
+def _mirror(session: Session, document: ClientMetadata, ttl: int) -> Client:
     if document.token_endpoint_auth_method != "none":
         raise ClientLookupError("this server accepts metadata-document clients without client authentication "
                                 "(token_endpoint_auth_method none) only")
     client = clients.get(session, document.client_id)
     if client is None:
+        # Like an RFC 7591 registration, the mirror expires unless a person consents to it.
         client = Client(client_id=document.client_id, kind="metadata", verified=False, scopes=[], resources=[],
-                        default_scopes=[], token_endpoint_auth_method="none")
+                        default_scopes=[], token_endpoint_auth_method="none",
+                        expires_at=utcnow() + timedelta(seconds=ttl))
         session.add(client)
     elif client.kind != "metadata":
         raise ClientLookupError("this client_id is registered differently")

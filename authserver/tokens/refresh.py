@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from authserver.secrets import hash_secret, new_secret
@@ -43,20 +45,31 @@ def find(session: Session, token: str) -> RefreshToken | None:
 
 
 def deny_access_token(session: Session, jti: str, expires_at: datetime, now: datetime) -> None:
-    if expires_at <= now or session.get(RevokedAccessToken, jti) is not None:
+    """Deny-list a jti; idempotent, and safe when two revocations race (ON CONFLICT DO NOTHING)."""
+    if expires_at <= now:
         return
-    session.add(RevokedAccessToken(jti=jti, expires_at=expires_at))
-    session.flush()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(RevokedAccessToken).values(jti=jti, expires_at=expires_at)
+                    .on_conflict_do_nothing(index_elements=["jti"]))
 
 
 def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
-    """Revoke every member of a family and deny-list the access tokens they issued."""
-    members = list(session.scalars(select(RefreshToken).where(RefreshToken.family_id == family_id)))
-    session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
-                                               RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
-    for member in members:
-        if member.access_jti and member.access_expires_at:
-            deny_access_token(session, member.access_jti, member.access_expires_at, now)
+    """Revoke every member of a family and deny-list the access tokens they issued.
+
+    The UPDATE is repeated until it touches nothing: on PostgreSQL a rotation that was
+    in flight commits a successor the first statement could not see (READ COMMITTED
+    re-evaluates only the rows it found), and each new statement sees it.
+    """
+    while session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
+                                                     RefreshToken.revoked_at.is_(None))
+                          .values(revoked_at=now)).rowcount:
+        pass
+    members = list(session.execute(select(RefreshToken.access_jti, RefreshToken.access_expires_at)
+                                   .where(RefreshToken.family_id == family_id)))
+    for jti, expires_at in members:
+        if jti and expires_at:
+            deny_access_token(session, jti, expires_at, now)
     return len(members)
 
 

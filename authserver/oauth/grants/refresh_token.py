@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from authserver.app import Services
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
+from authserver.catalog.models import Resource
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.db import utcnow
@@ -51,7 +52,12 @@ def exchange(session: Session, services: Services, client: Client, params: Param
         return _not_claimed(session, services, client, row, ip)
     assert row is not None
 
-    scopes = _narrowed_scopes(session, client, row, params.optional("scope"))
+    resource = catalog.get_resource(session, row.resource)
+    if resource is None or not client.may_use_resource(row.resource):
+        # The operator removed the resource or the client's access to it: the grant ends here.
+        refresh.revoke_family(session, row.family_id, now)
+        raise CommitThenRaise(InvalidGrant(INVALID, detail="resource gone or no longer allowed for the client"))
+    scopes = _narrowed_scopes(client, row, resource, params.optional("scope"))
     _require_same_resource(row, params.optional("resource"))
     user = users.get(session, row.user_id) if row.user_id else None
     if row.user_id is not None and (user is None or user.disabled):
@@ -94,10 +100,9 @@ def _not_claimed(session: Session, services: Services, client: Client, row: Refr
     raise CommitThenRaise(InvalidGrant(INVALID, detail="rotated refresh token reused; family revoked"))
 
 
-def _narrowed_scopes(session: Session, client: Client, row: RefreshToken, requested: str | None) -> list[str]:
+def _narrowed_scopes(client: Client, row: RefreshToken, resource: Resource, requested: str | None) -> list[str]:
     """A refresh may narrow the scope, never widen it (RFC 6749 §6); allow-lists may have shrunk since."""
-    resource = catalog.get_resource(session, row.resource)
-    still_allowed = client.scopes_at(resource.scopes if resource else [])
+    still_allowed = client.scopes_at(resource.scopes)
     still_allowed.add(OFFLINE_ACCESS)
     if requested is None or not requested.strip():
         return [s for s in row.scopes if s in still_allowed]
