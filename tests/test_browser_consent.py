@@ -3,7 +3,7 @@
 A real uvicorn serves the app on a free loopback port; a tiny http.server plays the
 native client's loopback redirect target. Nothing is downloaded: without
 /usr/bin/chromium the test is skipped, except in CI (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)
-where that is a failure. SQLite only: the browser adds nothing per database.
+where that is a failure. It runs on both databases, like every test that stores something.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 from authserver.app import create_app
+from authserver.db import Database
 from tests.conftest import REQUIRE_PG, make_settings
 from tests.oauth_helpers import PASSWORD, RESOURCE, authorize_params, pkce_pair, seed
 
@@ -88,17 +89,13 @@ def callback_server(port: int) -> Iterator[list[dict[str, list[str]]]]:
         thread.join(timeout=10)
 
 
-def test_sign_in_and_partial_consent_in_chromium(backend: str, request: pytest.FixtureRequest) -> None:
-    if backend != "sqlite":
-        pytest.skip("the browser test runs on SQLite only")
+def test_sign_in_and_partial_consent_in_chromium(db_url: str, db: Database) -> None:
     if not Path(CHROMIUM).exists():
         if REQUIRE_PG:
             pytest.fail(f"{CHROMIUM} is required in CI (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(f"{CHROMIUM} is not installed")
     sync_api = pytest.importorskip("playwright.sync_api")
 
-    db_url = request.getfixturevalue("db_url")
-    db = request.getfixturevalue("db")
     port, callback_port = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port}"
     app = create_app(make_settings(db_url, issuer=issuer), db=db)
