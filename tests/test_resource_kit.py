@@ -3,9 +3,10 @@
 Each test that needs tokens starts authserver with uvicorn on a free 127.0.0.1 port
 (on SQLite and on PostgreSQL) and mints tokens with its key ring. The verifier then
 discovers the issuer's metadata and JWKS exactly as an MCP server in production
-would. The introspection endpoint is a stand-in route added to that same server
-(RFC 7662 semantics over HTTP, checking ``client_secret_basic``), so the kit's
-introspection client is exercised against a real socket too.
+would. Introspection goes to authserver's real RFC 7662 endpoint (``/introspect``),
+authenticated with ``client_secret_basic`` as a confidential client that the test
+registers in the same database (``can_introspect`` for the resource), so the kit's
+introspection client is exercised against the real server over a real socket too.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qs
 
 import httpx
 import jwt
@@ -36,7 +38,9 @@ from starlette.routing import Route
 
 import authserver.resource as kit
 from authserver.app import create_app
-from authserver.db import Database
+from authserver.catalog.repository import create_resource, create_scope
+from authserver.clients.repository import NewClient, create_client
+from authserver.db import Database, utcnow
 from authserver.keys.ring import KeyRing
 from authserver.resource import (
     AuthServerUnavailableError,
@@ -51,16 +55,18 @@ from authserver.resource import (
     resource_metadata_url,
 )
 from authserver.resource.introspection import basic_auth
-from authserver.tokens.access import decode_access_token, issue_access_token
+from authserver.tokens.access import issue_access_token
+from authserver.tokens.refresh import deny_access_token
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
 RESOURCE = "https://mcp.example.com/mcp"
 METADATA_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-RS_CLIENT_ID = "rs:calendar"
-RS_CLIENT_SECRET = "s3cr:et/+ü"
-INTROSPECT_PATH = "/test-only/introspect"
+OTHER_RESOURCE = "https://other.example.com"
+RS_CLIENT_ID = "rs:calendar/+ü"  # characters that client_secret_basic must form-encode before Base64
+INTROSPECT_PATH = "/introspect"
+WELL_KNOWN_AS = "/.well-known/oauth-authorization-server"
 
 
 @pytest.fixture
@@ -79,16 +85,44 @@ def _segment(obj: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- live authserver
 
 
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    client_secret: str
+
+
 @dataclass
 class LiveAS:
     issuer: str
     keys: KeyRing
-    revoked: set[str] = field(default_factory=set)
-    introspections: list[str] = field(default_factory=list)
+    db: Database
 
     @property
     def introspection_endpoint(self) -> str:
         return self.issuer + INTROSPECT_PATH
+
+    def register_resources(self) -> None:
+        """The scopes and resources the tokens of these tests are for, registered at authserver."""
+        with self.db.session() as session:
+            create_scope(session, "mcp:tools", "Use the MCP tools")
+            create_scope(session, "calendar:read", "Read your calendar")
+            create_resource(session, RESOURCE, "Calendar MCP", ["mcp:tools", "calendar:read"])
+            create_resource(session, OTHER_RESOURCE, "Other MCP", ["mcp:tools"])
+
+    def client(self, client_id: str, *, resources: list[str], can_introspect: bool = False) -> Credentials:
+        """A confidential (client_secret_basic) client, registered in authserver's database."""
+        with self.db.session() as session:
+            created = create_client(session, NewClient(
+                name=client_id, client_id=client_id, grant_types=["client_credentials"], resources=resources,
+                can_introspect=can_introspect))
+            assert created.client_secret is not None
+            return Credentials(created.client.client_id, created.client_secret)
+
+    def deny(self, token: str) -> None:
+        """Revoke an access token at authserver: its jti goes on the deny list (what ``/revoke`` does)."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        with self.db.session() as session:
+            deny_access_token(session, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC), utcnow())
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -116,28 +150,6 @@ class LiveAS:
         return self.keys.snapshot().signing.kid
 
 
-def _introspection_route(live: LiveAS) -> Any:
-    """RFC 7662 stand-in: authenticates the caller, then reports on tokens the real key ring signed."""
-
-    async def introspect(request: Request) -> JSONResponse:
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        try:
-            client_id, _, secret = base64.b64decode(credentials).decode().partition(":")
-        except ValueError:
-            client_id = secret = ""
-        if scheme != "Basic" or (unquote_plus(client_id), unquote_plus(secret)) != (RS_CLIENT_ID, RS_CLIENT_SECRET):
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
-        form = await request.form()
-        token = str(form.get("token", ""))
-        live.introspections.append(token)
-        claims = decode_access_token(live.keys, token, issuer=live.issuer)
-        if claims is None or claims["jti"] in live.revoked:
-            return JSONResponse({"active": False})
-        return JSONResponse({"active": True, "token_type": "Bearer", **claims})
-
-    return introspect
-
-
 @pytest.fixture
 def live_as(db_url: str, db: Database) -> Iterator[LiveAS]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -145,8 +157,7 @@ def live_as(db_url: str, db: Database) -> Iterator[LiveAS]:
     port = sock.getsockname()[1]
     issuer = f"http://127.0.0.1:{port}"
     app = create_app(make_settings(db_url, issuer=issuer), db=db)
-    live = LiveAS(issuer=issuer, keys=app.state.services.keys)
-    app.add_route(INTROSPECT_PATH, _introspection_route(live), methods=["POST"])
+    live = LiveAS(issuer=issuer, keys=app.state.services.keys, db=db)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -163,13 +174,16 @@ def live_as(db_url: str, db: Database) -> Iterator[LiveAS]:
 
 
 class Recorder:
-    """A real httpx client that remembers which paths it requested."""
+    """A real httpx client that remembers which paths it requested, and which tokens it introspected."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.introspected: list[str] = []
 
         async def hook(request: httpx.Request) -> None:
             self.paths.append(request.url.path)
+            if request.method == "POST" and request.url.path == INTROSPECT_PATH:
+                self.introspected.append(parse_qs(request.content.decode())["token"][0])
 
         self.client = httpx.AsyncClient(event_hooks={"request": [hook]})
 
@@ -425,49 +439,106 @@ def test_unsafe_configurations_are_refused() -> None:
 # --------------------------------------------------------------------------- introspection
 
 
-def _introspecting(live: LiveAS, mode: str, **kwargs: Any) -> BearerVerifier:
-    kwargs.setdefault("client_secret", RS_CLIENT_SECRET)
-    return _verifier(live, introspection=mode, introspection_endpoint=live.introspection_endpoint,
-                     client_id=RS_CLIENT_ID, **kwargs)
+@pytest.fixture
+def rs_client(live_as: LiveAS) -> Credentials:
+    """The resource server's own client at authserver: confidential, may introspect tokens for RESOURCE."""
+    live_as.register_resources()
+    return live_as.client(RS_CLIENT_ID, resources=[RESOURCE], can_introspect=True)
 
 
-async def test_introspection_always_sees_revocation(live_as: LiveAS) -> None:
-    verifier = _introspecting(live_as, "always")
+def _introspecting(live: LiveAS, rs: Credentials, mode: str, recorder: Recorder | None = None,
+                   **kwargs: Any) -> BearerVerifier:
+    kwargs.setdefault("introspection_endpoint", live.introspection_endpoint)
+    kwargs.setdefault("client_id", rs.client_id)
+    kwargs.setdefault("client_secret", rs.client_secret)
+    return _verifier(live, recorder, introspection=mode, **kwargs)
+
+
+async def test_introspection_always_sees_revocation(live_as: LiveAS, rs_client: Credentials,
+                                                    recorder: Recorder) -> None:
+    verifier = _introspecting(live_as, rs_client, "always", recorder)
     token = live_as.token(scopes=("mcp:tools", "calendar:read"))
     verified = await verifier.verify(token)
     assert (verified.subject, verified.client_id, verified.scopes) == ("alice", "client-1",
                                                                        ("mcp:tools", "calendar:read"))
     assert verified.audience == RESOURCE and verified.jti is not None
-    live_as.revoked.add(verified.jti)
+    live_as.deny(token)
     error = await _rejected(verifier, token)
     assert error.description == "token is not active"
-    assert live_as.introspections == [token, token]
+    assert recorder.introspected == [token, token]
+    assert recorder.paths == [INTROSPECT_PATH, INTROSPECT_PATH]  # "always" needs neither metadata nor keys
 
 
-async def test_introspection_rejects_an_active_token_for_another_resource(live_as: LiveAS) -> None:
-    error = await _rejected(_introspecting(live_as, "always"), live_as.token(audience="https://other.example.com"))
+async def test_introspection_rejects_an_active_token_for_another_resource(live_as: LiveAS,
+                                                                          rs_client: Credentials) -> None:
+    token = live_as.token(audience=OTHER_RESOURCE)
+    # authserver tells a resource server only about tokens for the resources it is registered for ...
+    error = await _rejected(_introspecting(live_as, rs_client, "always"), token)
+    assert error.description == "token is not active"
+    # ... and when it does say "active" (a client registered for both), the kit still checks the audience.
+    both = live_as.client("rs:both", resources=[RESOURCE, OTHER_RESOURCE], can_introspect=True)
+    error = await _rejected(_introspecting(live_as, both, "always"), token)
     assert error.description == "token was not issued for this resource"
 
 
-async def test_fallback_introspects_only_what_cannot_be_judged_locally(live_as: LiveAS) -> None:
-    verifier = _introspecting(live_as, "fallback")
+async def test_fallback_introspects_only_what_cannot_be_judged_locally(live_as: LiveAS, rs_client: Credentials,
+                                                                       recorder: Recorder) -> None:
+    verifier = _introspecting(live_as, rs_client, "fallback", recorder)
     assert (await verifier.verify(live_as.token())).subject == "alice"
     await _rejected(verifier, live_as.token(now=int(time.time()) - 1000))  # expired: final, no round trip
     await _rejected(verifier, live_as.token(audience="https://other.example.com"))
-    assert live_as.introspections == []
+    assert recorder.introspected == []
     error = await _rejected(verifier, "opaque-token-value")  # not a JWT: ask the authorization server
     assert error.description == "token is not active"
     foreign = ec.generate_private_key(ec.SECP256R1())
     unknown_kid = jwt.encode(live_as.claims(), foreign, algorithm="ES256", headers={"typ": "at+jwt", "kid": "zz"})
     await _rejected(verifier, unknown_kid)
-    assert live_as.introspections == ["opaque-token-value", unknown_kid]
+    assert recorder.introspected == ["opaque-token-value", unknown_kid]
 
 
-async def test_introspection_with_bad_credentials_is_unavailable_not_invalid(live_as: LiveAS) -> None:
-    verifier = _introspecting(live_as, "always", client_secret="wrong")
+async def test_introspection_with_bad_credentials_is_unavailable_not_invalid(live_as: LiveAS,
+                                                                             rs_client: Credentials) -> None:
+    verifier = _introspecting(live_as, rs_client, "always", client_secret="wrong")
     with pytest.raises(AuthServerUnavailableError) as info:
         await verifier.verify(live_as.token())
     assert "401" in info.value.description
+
+
+async def test_introspection_endpoint_is_discovered_from_the_metadata(live_as: LiveAS, rs_client: Credentials,
+                                                                      recorder: Recorder) -> None:
+    verifier = _introspecting(live_as, rs_client, "always", recorder, introspection_endpoint=None)
+    token = live_as.token()
+    assert (await verifier.verify(token)).subject == "alice"
+    assert recorder.paths == [WELL_KNOWN_AS, INTROSPECT_PATH]
+    live_as.deny(token)
+    assert (await _rejected(verifier, token)).description == "token is not active"
+    assert recorder.paths == [WELL_KNOWN_AS, INTROSPECT_PATH, INTROSPECT_PATH]  # the metadata is cached
+    # "fallback" discovers it the same way, for a token it cannot judge locally (no keys fetched for it).
+    recorder.paths.clear()
+    fallback = _introspecting(live_as, rs_client, "fallback", recorder, introspection_endpoint=None)
+    assert (await _rejected(fallback, "opaque-token-value")).description == "token is not active"
+    assert recorder.paths == [WELL_KNOWN_AS, INTROSPECT_PATH]
+    metadata = (await recorder.client.get(authorization_server_metadata_url(live_as.issuer))).json()
+    assert metadata["introspection_endpoint"] == live_as.introspection_endpoint
+
+
+async def test_revocation_is_seen_only_through_introspection(live_as: LiveAS, rs_client: Credentials) -> None:
+    """Why introspection exists: a revoked JWT keeps a valid signature, audience and expiry until it expires."""
+    issuer_client = live_as.client("client-1", resources=[RESOURCE])  # the client the tokens are issued to
+    token = live_as.token()
+    local = _verifier(live_as)
+    fallback = _introspecting(live_as, rs_client, "fallback")
+    always = _introspecting(live_as, rs_client, "always")
+    for verifier in (local, fallback, always):
+        assert (await verifier.verify(token)).subject == "alice"
+    async with httpx.AsyncClient() as http:
+        revoked = await http.post(f"{live_as.issuer}/revoke", data={"token": token, "token_type_hint": "access_token"},
+                                  headers={"Authorization": basic_auth("client-1", issuer_client.client_secret)})
+    assert revoked.status_code == 200
+    assert (await local.verify(token)).subject == "alice"  # nothing in the token can tell it was revoked
+    assert (await fallback.verify(token)).subject == "alice"  # judged locally: authserver is never asked
+    error = await _rejected(always, token)
+    assert error.description == "token is not active"
 
 
 def test_client_secret_basic_form_encodes_before_base64() -> None:

@@ -12,11 +12,12 @@ import binascii
 from urllib.parse import unquote
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from authserver.clients.models import Client
 from authserver.errors import InvalidClient, InvalidRequest
-from authserver.oauth.params import Params
+from authserver.oauth.params import Params, read_form, reject_repeated
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.secrets import secret_matches
 
@@ -70,3 +71,14 @@ def authenticate_client(session: Session, registry: ClientRegistry, request: Req
     if secret is not None and not secret_matches(secret, client.secret_hash):
         raise InvalidClient("client authentication failed", detail="wrong client secret", headers=challenge)
     return client
+
+
+async def read_client_request(request: Request, registry: ClientRegistry) -> Params:
+    """The form of a client-authenticated endpoint: single-valued parameters, and a metadata-document
+    client_id fetched now, before any database transaction is opened."""
+    params = await read_form(request)
+    reject_repeated(params)
+    client_id = params.get("client_id")
+    if registry.is_document_url(client_id):
+        await run_in_threadpool(registry.prefetch, client_id)
+    return params

@@ -20,8 +20,8 @@ from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, InvalidClient
-from authserver.oauth.client_auth import BASIC_CHALLENGE, authenticate_client
-from authserver.oauth.params import Params, read_form, reject_repeated, require
+from authserver.oauth.client_auth import BASIC_CHALLENGE, authenticate_client, read_client_request
+from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
 from authserver.tokens import lookup
 
@@ -33,10 +33,7 @@ def router(registry: ClientRegistry) -> APIRouter:
 
     @api.post("/introspect")
     async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
-        params = await read_form(request)
-        reject_repeated(params)
-        if registry.is_document_url(params.get("client_id")):
-            await run_in_threadpool(registry.prefetch, params.get("client_id"))
+        params = await read_client_request(request, registry)
 
         def work() -> dict[str, Any]:
             with services.db.read_session() as session:

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 from fastapi import Request
 
-from authserver.errors import InvalidRequest
+from authserver.errors import AppError, InvalidRequest, InvalidTarget
+from authserver.uris import canonical_resource_uri
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -74,3 +75,11 @@ def require(params: Params, name: str) -> str:
     if value is None:
         raise InvalidRequest(f"missing parameter {name!r}")
     return value
+
+
+def resource_param(given: str) -> str:
+    """RFC 8707 ``resource`` in canonical form, or ``invalid_target``."""
+    try:
+        return canonical_resource_uri(given)
+    except AppError:
+        raise InvalidTarget("resource must be an absolute URI without a fragment") from None

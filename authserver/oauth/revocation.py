@@ -20,8 +20,8 @@ from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE
-from authserver.oauth.client_auth import authenticate_client
-from authserver.oauth.params import Params, read_form, reject_repeated, require
+from authserver.oauth.client_auth import authenticate_client, read_client_request
+from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
 from authserver.tokens import lookup, refresh
 
@@ -31,10 +31,7 @@ def router(registry: ClientRegistry) -> APIRouter:
 
     @api.post("/revoke")
     async def revoke(request: Request, services: ServicesDep) -> Response:
-        params = await read_form(request)
-        reject_repeated(params)
-        if registry.is_document_url(params.get("client_id")):
-            await run_in_threadpool(registry.prefetch, params.get("client_id"))
+        params = await read_client_request(request, registry)
         ip = request.client.host if request.client else None
 
         def work() -> None:

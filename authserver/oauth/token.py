@@ -18,9 +18,9 @@ from authserver.app import Services
 from authserver.clients.models import Client
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
-from authserver.oauth.client_auth import authenticate_client
+from authserver.oauth.client_auth import authenticate_client, read_client_request
 from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
-from authserver.oauth.params import Params, read_form, reject_repeated, require
+from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
 
 Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]]
@@ -37,10 +37,7 @@ def router(registry: ClientRegistry) -> APIRouter:
 
     @api.post("/token")
     async def token(request: Request, services: ServicesDep) -> JSONResponse:
-        params = await read_form(request)
-        reject_repeated(params)
-        if registry.is_document_url(params.get("client_id")):
-            await run_in_threadpool(registry.prefetch, params.get("client_id"))
+        params = await read_client_request(request, registry)
         ip = request.client.host if request.client else None
         body = await run_in_threadpool(_handle, services, registry, request, params, ip)
         background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None

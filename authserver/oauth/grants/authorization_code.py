@@ -10,13 +10,12 @@ from authserver.app import Services
 from authserver.audit.log import record
 from authserver.clients.models import Client
 from authserver.db import utcnow
-from authserver.errors import AppError, CommitThenRaise, InvalidGrant, InvalidRequest, InvalidTarget
-from authserver.oauth.params import Params, require
+from authserver.errors import CommitThenRaise, InvalidGrant, InvalidRequest, InvalidTarget
+from authserver.oauth.params import Params, require, resource_param
 from authserver.oauth.pkce import verifier_matches
 from authserver.tokens import codes, refresh
 from authserver.tokens.issue import token_response
 from authserver.tokens.models import AuthorizationCode
-from authserver.uris import canonical_resource_uri
 from authserver.users import repository as users
 
 INVALID_CODE = "the authorization code is invalid, expired or already used"
@@ -79,11 +78,5 @@ def _require_same_redirect_uri(row: AuthorizationCode, given: str | None) -> Non
 
 
 def _require_same_resource(row: AuthorizationCode, given: str | None) -> None:
-    if given is None:
-        return
-    try:
-        uri = canonical_resource_uri(given)
-    except AppError:
-        raise InvalidTarget("resource must be an absolute URI without a fragment") from None
-    if uri != row.resource:
+    if given is not None and resource_param(given) != row.resource:
         raise InvalidTarget("the resource differs from the one the person approved")

@@ -15,10 +15,9 @@ from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.db import utcnow
-from authserver.errors import AppError, InvalidScope, InvalidTarget, UnauthorizedClient
-from authserver.oauth.params import Params
+from authserver.errors import InvalidScope, InvalidTarget, UnauthorizedClient
+from authserver.oauth.params import Params, resource_param
 from authserver.tokens.issue import token_response
-from authserver.uris import canonical_resource_uri
 
 
 def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None) -> dict[str, Any]:
@@ -29,10 +28,7 @@ def exchange(session: Session, services: Services, client: Client, params: Param
         if len(client.resources) != 1:
             raise InvalidTarget("name the resource with the resource parameter")
         requested = client.resources[0]
-    try:
-        uri = canonical_resource_uri(requested)
-    except AppError:
-        raise InvalidTarget("resource must be an absolute URI without a fragment") from None
+    uri = resource_param(requested)
     resource = catalog.get_resource(session, uri)
     if resource is None or uri not in client.resources:
         raise InvalidTarget("this client may not request that resource")

@@ -24,13 +24,12 @@ from authserver.catalog.models import Resource
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.db import utcnow
-from authserver.errors import AppError, CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
-from authserver.oauth.params import Params, require
+from authserver.errors import CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
+from authserver.oauth.params import Params, require, resource_param
 from authserver.secrets import hash_secret
 from authserver.tokens import refresh
 from authserver.tokens.issue import token_response
 from authserver.tokens.models import RefreshToken
-from authserver.uris import canonical_resource_uri
 from authserver.users import repository as users
 
 INVALID = "the refresh token is invalid, expired or revoked"
@@ -114,11 +113,5 @@ def _narrowed_scopes(client: Client, row: RefreshToken, resource: Resource, requ
 
 
 def _require_same_resource(row: RefreshToken, given: str | None) -> None:
-    if given is None:
-        return
-    try:
-        uri = canonical_resource_uri(given)
-    except AppError:
-        raise InvalidTarget("resource must be an absolute URI without a fragment") from None
-    if uri != row.resource:
+    if given is not None and resource_param(given) != row.resource:
         raise InvalidTarget("a refresh cannot change the resource the grant was made for")
