@@ -613,3 +613,27 @@ def test_https_with_default_trust_refuses_the_test_certificate(
     f = MetadataFetcher(allow_loopback_http=True, resolver=lambda host, port: ["127.0.0.1"])
     refused(f, url, "could not be fetched")
     assert server.hit_count("/client.json") == 0
+
+
+
+def test_cache_only_lookup_never_touches_the_network(server: DocumentServer) -> None:
+    url = server.serve("/cache-only.json", good_document())
+    f = fetcher()
+    refused_now = pytest.raises(MetadataDocumentError, match="not available")
+    with refused_now:
+        f.fetch(url, network=False)
+    assert server.hit_count("/cache-only.json") == 0
+    f.fetch(url)
+    assert f.fetch(url, network=False).client_id == url
+    assert server.hit_count("/cache-only.json") == 1
+
+
+def test_concurrent_fetches_are_bounded(server: DocumentServer) -> None:
+    url = server.serve("/bounded.json", good_document())
+    f = fetcher(max_concurrent_fetches=1)
+    assert f._fetch_slots.acquire(blocking=False)  # one fetch in flight elsewhere
+    with pytest.raises(MetadataDocumentError, match="too many"):
+        f.fetch(url)
+    assert server.hit_count("/bounded.json") == 0
+    f._fetch_slots.release()
+    assert f.fetch(url).client_id == url  # the refusal was not cached

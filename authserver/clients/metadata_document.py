@@ -312,7 +312,8 @@ class MetadataFetcher:
                  min_ttl: int = 60, max_ttl: int = 24 * 3600, default_ttl: int = 3600,
                  allowed_hosts: list[str] | None = None, denied_hosts: list[str] | None = None,
                  resolver: Callable[[str, int], list[str]] | None = None,
-                 negative_ttl: int = 30, ssl_context: ssl.SSLContext | None = None) -> None:
+                 negative_ttl: int = 30, ssl_context: ssl.SSLContext | None = None,
+                 max_concurrent_fetches: int = 8) -> None:
         self.allow_loopback_http = allow_loopback_http
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -328,18 +329,24 @@ class MetadataFetcher:
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
         self._flights: dict[str, _Flight] = {}
+        # Fetches run in request threads: a bound keeps slow document servers from taking them all.
+        self._fetch_slots = threading.BoundedSemaphore(max_concurrent_fetches)
 
     # -- public -------------------------------------------------------------------------------
 
-    def fetch(self, client_id: str) -> ClientMetadata:
+    def fetch(self, client_id: str, *, network: bool = True) -> ClientMetadata:
+        """The validated document. With ``network=False`` only the cache answers (a stale entry
+        included): callers inside a database transaction never wait on the network."""
         target = _parse_client_id_url(client_id, self.allow_loopback_http)
         if target is None:
             raise MetadataDocumentError("the client_id is not a valid client metadata document URL")
         self._check_host_policy(target.host)
         with self._lock:
             entry = self._cache.get(client_id)
-            if entry is not None and entry.expires_at > time.time():
+            if entry is not None and (entry.expires_at > time.time() or not network):
                 return self._unwrap(entry)
+            if not network:
+                raise MetadataDocumentError("the client's metadata document is not available yet; try again")
             flight = self._flights.get(client_id)
             leader = flight is None
             if flight is None:
@@ -349,11 +356,17 @@ class MetadataFetcher:
             if not flight.done.wait(self.timeout + 1.0) or flight.entry is None:
                 raise MetadataDocumentError("the client's metadata document could not be fetched in time")
             return self._unwrap(flight.entry)
+        if not self._fetch_slots.acquire(blocking=False):
+            with self._lock:
+                self._flights.pop(client_id, None)
+            flight.done.set()  # waiters see no entry and fail; nothing is cached
+            raise MetadataDocumentError("too many client metadata documents are being fetched; try again")
         entry = _Entry(expires_at=time.time() + self.negative_ttl,
                        error=MetadataDocumentError("the client's metadata document could not be fetched"))
         try:
             entry = self._fetch_entry(client_id, target)
         finally:
+            self._fetch_slots.release()
             with self._lock:
                 self._store(client_id, entry)
                 self._flights.pop(client_id, None)

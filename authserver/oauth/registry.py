@@ -60,12 +60,14 @@ class ClientRegistry:
                 self._fetcher.fetch(client_id)
 
     def find(self, session: Session, client_id: str) -> Client | None:
-        """The usable client, None when unknown; raises ClientLookupError when a document is unacceptable."""
+        """The usable client, None when unknown; raises ClientLookupError when a document is unacceptable
+        (or was not prefetched)."""
         if len(client_id) > 2048:
             return None
         if self._fetcher is not None and self.is_document_url(client_id):
             try:
-                document = self._fetcher.fetch(client_id)
+                # Cache only: prefetch() already went to the network outside the transaction.
+                document = self._fetcher.fetch(client_id, network=False)
             except MetadataDocumentError as exc:
                 log.info("client metadata document %s refused: %s", client_id, exc.detail or exc.public)
                 raise ClientLookupError(exc.public) from None
