@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -800,3 +800,26 @@ async def test_mcp_sdk_example_works_end_to_end(live_as: LiveAS) -> None:
     assert ok.status_code == 200, ok.text
     assert call.status_code == 200, call.text
     assert "carol" in call.text
+
+
+@pytest.mark.parametrize("mode", ["always", "fallback"])
+async def test_a_refresh_token_never_passes_for_an_access_token(live_as: LiveAS, mode: str) -> None:
+    """Even when the introspection caller may see the refresh token (its own), it is not a bearer credential."""
+    import uuid as _uuid
+
+    from authserver.tokens.refresh import RefreshGrant, create
+
+    live_as.register_resources()
+    owner = live_as.client("rs:owner", resources=[RESOURCE], can_introspect=True)
+    now = utcnow()
+    with live_as.db.session() as session:
+        refresh_token = create(session, RefreshGrant(
+            family_id=_uuid.uuid4(), client_id=owner.client_id, user_id=None, scopes=["mcp:tools"],
+            resource=RESOURCE, auth_time=None, family_expires_at=now + timedelta(days=1)),
+            now=now, idle_ttl=3600, access_jti="j-refresh", access_expires_at=now + timedelta(minutes=5))
+    error = await _rejected(_introspecting(live_as, owner, mode), refresh_token)
+    assert error.description == "token is not an access token"
+    # And a resource server that does not own it is told nothing at all.
+    rs = live_as.client("rs:other", resources=[RESOURCE], can_introspect=True)
+    error = await _rejected(_introspecting(live_as, rs, mode), refresh_token)
+    assert error.description == "token is not active"

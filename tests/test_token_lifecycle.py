@@ -36,6 +36,16 @@ def tokens_for(client: TestClient, world: World, scope: str = "read:calendar wri
     return response.json()
 
 
+def confidential_tokens(client: TestClient, world: World,
+                        scope: str = "read:calendar write:calendar offline_access") -> dict:
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.confidential_id, challenge, scope=scope))
+    response = exchange(client, query(location)["code"], verifier, world.confidential_id,
+                        secret=world.confidential_secret)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def refresh(client: TestClient, client_id: str, token: str, **extra: str):  # type: ignore[no-untyped-def]
     return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token,
                                        "client_id": client_id, **extra})
@@ -93,20 +103,37 @@ def test_reused_refresh_token_revokes_family(db_url: str, db: Database) -> None:
     with TestClient(app, base_url=ISSUER, follow_redirects=False) as client:
         world = seed(db)
         rs = make_introspector(db, [RESOURCE])
-        first = tokens_for(client, world)
-        second = refresh(client, world.public_id, first["refresh_token"]).json()
-        third = refresh(client, world.public_id, second["refresh_token"]).json()
-        replay = refresh(client, world.public_id, first["refresh_token"])
+        owner = (world.confidential_id, world.confidential_secret)  # may introspect its own refresh tokens
+
+        def rotate(token: str):  # type: ignore[no-untyped-def]
+            return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, auth=owner)
+
+        first = confidential_tokens(client, world)
+        second = rotate(first["refresh_token"]).json()
+        third = rotate(second["refresh_token"]).json()
+        assert introspect(client, owner, third["refresh_token"])["active"] is True
+        replay = rotate(first["refresh_token"])
         assert replay.status_code == 400
         assert replay.json()["error"] == "invalid_grant"
         for member in (first, second, third):
-            assert introspect(client, rs, member["refresh_token"]) == {"active": False}
+            assert introspect(client, owner, member["refresh_token"]) == {"active": False}
             assert introspect(client, rs, member["access_token"]) == {"active": False}
-        assert refresh(client, world.public_id, third["refresh_token"]).json()["error"] == "invalid_grant"
+        assert rotate(third["refresh_token"]).json()["error"] == "invalid_grant"
         with db.session() as s:
-            events = s.scalars(select(func.count()).select_from(RefreshToken)
-                               .where(RefreshToken.revoked_at.is_(None))).one()
-            assert events == 0
+            live = s.scalars(select(func.count()).select_from(RefreshToken)
+                             .where(RefreshToken.revoked_at.is_(None))).one()
+            assert live == 0
+
+
+def test_refresh_tokens_are_introspectable_only_by_their_own_client(client: TestClient, db: Database) -> None:
+    world = seed(db)
+    rs = make_introspector(db, [RESOURCE])
+    tokens = confidential_tokens(client, world)
+    assert introspect(client, (world.confidential_id, world.confidential_secret),
+                      tokens["refresh_token"])["token_type"] == "refresh_token"
+    # The resource server sees the access token, never the refresh token (it must not pass for one).
+    assert introspect(client, rs, tokens["access_token"])["active"] is True
+    assert introspect(client, rs, tokens["refresh_token"]) == {"active": False}
 
 
 def test_race_within_grace_returns_the_same_pair(client: TestClient, db: Database) -> None:
@@ -170,7 +197,8 @@ def test_revocation_by_another_client_has_no_effect(client: TestClient, db: Data
         response = client.post("/revoke", data={"token": token},
                                auth=(world.confidential_id, world.confidential_secret))
         assert response.status_code == 200
-        assert introspect(client, rs, token)["active"] is True
+    assert introspect(client, rs, first["access_token"])["active"] is True
+    assert refresh(client, world.public_id, first["refresh_token"]).status_code == 200
 
 
 def test_revoking_an_access_token_deny_lists_it(client: TestClient, db: Database) -> None:
@@ -181,7 +209,8 @@ def test_revoking_an_access_token_deny_lists_it(client: TestClient, db: Database
                                             "client_id": world.public_id})
     assert response.status_code == 200
     assert introspect(client, rs, first["access_token"]) == {"active": False}
-    assert introspect(client, rs, first["refresh_token"])["active"] is True
+    # Only the access token: the refresh token still works.
+    assert refresh(client, world.public_id, first["refresh_token"]).status_code == 200
 
 
 def test_unknown_token_revocation_gets_200(client: TestClient, db: Database) -> None:

@@ -1,9 +1,9 @@
 """RFC 7662 token introspection.
 
 Callers authenticate as confidential clients. A resource server's client (``can_introspect``)
-learns about tokens for the resources it is registered for; any confidential client
-about its own tokens. Everything else, like expired, revoked, forged or foreign tokens,
-is ``{"active": false}`` and nothing more (§2.2).
+learns about access tokens for the resources it is registered for; any confidential client
+about its own tokens (refresh tokens only to their own client). Everything else, like expired,
+revoked, forged or foreign tokens, is ``{"active": false}`` and nothing more (§2.2).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def introspect_token(session: Session, services: Services, caller: Client, param
         if info is None:
             continue
         row = info.row
-        if not info.active(utcnow()) or not may_see(caller, row.resource, row.client_id):
+        # A refresh token concerns only the client holding it: a resource server never receives
+        # one legitimately, and reporting it active would let it pass for an access token.
+        if not info.active(utcnow()) or row.client_id != caller.client_id:
             return INACTIVE
         body = {"active": True, "token_type": "refresh_token", "scope": " ".join(row.scopes),
                 "client_id": row.client_id, "sub": str(row.user_id or row.client_id), "aud": row.resource,

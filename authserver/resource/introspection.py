@@ -41,7 +41,7 @@ class Introspector:
             endpoint, {"token": token, "token_type_hint": "access_token"},
             {"Authorization": self._authorization}, "introspection endpoint")
         if status != 200:
-            if self._endpoint is None:
+            if self._endpoint is None and status not in (401, 403):  # bad credentials are not the metadata's fault
                 self._metadata.forget()
             raise AuthServerUnavailableError(f"introspection endpoint answered HTTP {status}")
         if document.get("active") is not True:

@@ -198,6 +198,10 @@ class BearerVerifier:
     async def _introspect(self, token: str) -> VerifiedToken:
         assert self._introspector is not None
         claims = await self._introspector.introspect(token)
+        token_type = claims.get("token_type")
+        if token_type is not None and str(token_type).lower() not in ("bearer", "access_token", "dpop"):
+            # A refresh token is active too, but it is not a credential for calling this server.
+            raise InvalidTokenError("token is not an access token")
         if not _expected_audience(claims.get("aud"), self.resource):
             raise InvalidTokenError("token was not issued for this resource")
         if "iss" in claims and claims["iss"] != self.issuer:
