@@ -73,17 +73,20 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth.registry import ClientRegistry
 
     registry = ClientRegistry(settings)
+    # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
+    # placed by RFC 8414 / OIDC rules in discovery.router.
+    prefix = settings.issuer_path
     app.include_router(discovery.router(settings))
-    app.include_router(interaction.router(Cookies(settings, services.secret), registry))
-    app.include_router(token.router(registry))
-    app.include_router(revocation.router(registry))
-    app.include_router(introspection.router(registry))
+    app.include_router(interaction.router(Cookies(settings, services.secret), registry), prefix=prefix)
+    app.include_router(token.router(registry), prefix=prefix)
+    app.include_router(revocation.router(registry), prefix=prefix)
+    app.include_router(introspection.router(registry), prefix=prefix)
     if settings.registration != "off":
-        app.include_router(registration.router(services))
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+        app.include_router(registration.router(services), prefix=prefix)
+    app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), "/jwks.json", "/token", "/revoke"],
-                       prefixes=["/register"])
+    app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), *(f"{prefix}{p}" for p in (
+                       "/jwks.json", "/token", "/revoke"))], prefixes=[f"{prefix}/register"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app

@@ -118,8 +118,8 @@ def authorize_params(client_id: str, challenge: str, **extra: str) -> dict[str, 
     return {k: v for k, v in params.items() if v != "<omit>"}
 
 
-def start(client: TestClient, params: dict[str, str]):  # type: ignore[no-untyped-def]
-    return client.get("/authorize", params=params)
+def start(client: TestClient, params: dict[str, str], path: str = "/authorize"):  # type: ignore[no-untyped-def]
+    return client.get(path, params=params)
 
 
 def login(client: TestClient, page_html: str, username: str = "alice", password: str = PASSWORD):  # type: ignore[no-untyped-def]
@@ -143,11 +143,11 @@ def decide(client: TestClient, page_html: str, decision: str = "allow", untick: 
 
 
 def run_flow(client: TestClient, params: dict[str, str], *, username: str = "alice",
-             decision: str = "allow", untick: tuple[str, ...] = ()) -> str:
+             decision: str = "allow", untick: tuple[str, ...] = (), authorize_path: str = "/authorize") -> str:
     """authorize → (login) → (consent) → the final redirect's Location."""
-    response = start(client, params)
+    response = start(client, params, authorize_path)
     assert response.status_code == 303, response.text
-    while response.headers["location"].startswith("/interaction/"):
+    while "/interaction/" in response.headers["location"] and not response.headers["location"].startswith("http"):
         page = client.get(response.headers["location"])
         if page.status_code == 303:
             response = page
@@ -162,7 +162,7 @@ def run_flow(client: TestClient, params: dict[str, str], *, username: str = "ali
 
 
 def exchange(client: TestClient, code: str, verifier: str, client_id: str, *, secret: str | None = None,
-             redirect_uri: str = REDIRECT, **extra: str):  # type: ignore[no-untyped-def]
+             redirect_uri: str = REDIRECT, token_path: str = "/token", **extra: str):  # type: ignore[no-untyped-def]
     data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
             "redirect_uri": redirect_uri}
     data.update(extra)
@@ -171,7 +171,7 @@ def exchange(client: TestClient, code: str, verifier: str, client_id: str, *, se
         data["client_id"] = client_id
     else:
         auth = (client_id, secret)
-    return client.post("/token", data=data, auth=auth)
+    return client.post(token_path, data=data, auth=auth)
 
 
 # --- Helpers for the attack and consent tests: raw SQL checks and page navigation. ---

@@ -61,3 +61,30 @@ def test_oversized_body_is_refused_with_413(client: TestClient) -> None:
                            headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     assert response.json()["error"] == "invalid_request"
+
+
+def test_issuer_with_path_serves_every_endpoint_it_advertises(db_url: str, db: Database) -> None:
+    """Served at the host root, an issuer with a path has its endpoints under that path, as advertised."""
+    from urllib.parse import urlsplit
+
+    from tests.oauth_helpers import authorize_params, exchange, pkce_pair, query, run_flow, seed
+
+    issuer = "http://127.0.0.1:8000/tenant"
+    world = seed(db)
+    with TestClient(create_app(make_settings(db_url, issuer=issuer), db=db), base_url=ISSUER,
+                    follow_redirects=False) as client:
+        metadata = client.get("/.well-known/oauth-authorization-server/tenant").json()
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri", "registration_endpoint"):
+            assert urlsplit(metadata[name]).path.startswith("/tenant/"), name
+        assert client.get(urlsplit(metadata["jwks_uri"]).path).status_code == 200
+        verifier, challenge = pkce_pair()
+        params = authorize_params(world.public_id, challenge)
+        response = client.get(urlsplit(metadata["authorization_endpoint"]).path, params=params)
+        assert response.headers["location"].startswith("/tenant/interaction/")
+        page = client.get(response.headers["location"])
+        assert 'action="/tenant/interaction/' in page.text and "/tenant/static/style.css" in page.text
+        location = run_flow(client, params, authorize_path="/tenant/authorize")
+        assert query(location)["iss"] == issuer
+        token = exchange(client, query(location)["code"], verifier, world.public_id, token_path="/tenant/token")
+        assert token.status_code == 200, token.text
+        assert client.get("/authorize", params=params).status_code == 404

@@ -41,6 +41,11 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def local(request: Request, path: str) -> str:
+    """A path of ours, under the issuer's path when it has one (routes are mounted there)."""
+    return f"{request.app.state.services.settings.issuer_path}{path}"
+
+
 def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=NO_STORE)
 
@@ -72,7 +77,7 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
                 rid, row = flow.start(session, validated, browser_id, services.settings.authorization_request_ttl)
                 if signed_in and "login" not in validated.prompt:
                     flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
-                response = redirect(f"/interaction/{rid}")
+                response = redirect(local(request, f"/interaction/{rid}"))
         if new_browser:
             cookies.set_browser(response, browser_id)
         return response
@@ -165,7 +170,7 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
             row = flow.load(session, rid, browser_id)
             shown = username if not form.malformed and len(username) <= 150 else ""
             return _login_page(request, cookies, session, rid, row, username=shown, error=error, status_code=401)
-    response = redirect(f"/interaction/{rid}")
+    response = redirect(local(request, f"/interaction/{rid}"))
     cookies.set_session(response, value)
     return response
 
@@ -254,7 +259,7 @@ def _login_page(request: Request, cookies: Cookies, session: Any, rid: str, row:
     browser_id = request.cookies.get(cookies.browser_name) or ""
     client = clients.get(session, row.client_id)
     return services_templates(request).TemplateResponse(request, "login.html", {
-        "action": f"/interaction/{rid}/login", "csrf": cookies.csrf_token("login", rid, browser_id),
+        "action": local(request, f"/interaction/{rid}/login"), "csrf": cookies.csrf_token("login", rid, browser_id),
         "client_name": client.name if client else row.client_id, "username": username, "error": error,
     }, status_code=status_code, headers=NO_STORE)
 
@@ -268,7 +273,8 @@ def _consent_page(request: Request, services: Services, cookies: Cookies, sessio
     signed_in = sessions.current(session, cookies.session_id(request))
     redirect_host = urlsplit(row.redirect_uri).netloc
     return services_templates(request).TemplateResponse(request, "consent.html", {
-        "action": f"/interaction/{rid}/consent", "csrf": cookies.csrf_token("consent", rid, browser_id),
+        "action": local(request, f"/interaction/{rid}/consent"), "logout_action": local(request, "/logout"),
+        "csrf": cookies.csrf_token("consent", rid, browser_id),
         "view": view, "redirect_host": redirect_host, "loopback": is_loopback_uri(row.redirect_uri),
         "verified": client.verified, "published_by": urlsplit(client.client_id).netloc if client.kind == "metadata"
         else None, "username": signed_in[1].username if signed_in else "",

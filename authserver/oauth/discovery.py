@@ -36,7 +36,7 @@ def router(settings: Settings) -> APIRouter:
     for path in discovery_paths(settings):
         api.add_api_route(path, metadata, methods=["GET"], include_in_schema=False)
 
-    @api.get("/jwks.json", include_in_schema=False)
+    @api.get(f"{settings.issuer_path}/jwks.json", include_in_schema=False)
     async def jwks(services: ServicesDep) -> Response:
         # Served from memory; only a stale key snapshot (every 30 s) costs a thread hop and a query.
         keys = services.keys
