@@ -280,6 +280,15 @@ def cmd_clients_list(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.table(rows, ["client_id", "name", "kind", "token_endpoint_auth_method", "scopes", "resources"])
 
 
+def cmd_clients_rotate_secret(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        secret = clients.rotate_secret(session, args.client_id)
+        record(session, "client.secret_rotated", actor=CLI_ACTOR, client_id=args.client_id)
+    ctx.out.emit({"client_id": args.client_id, "client_secret": secret},
+                 f"client_secret: {secret}\n(the previous secret no longer works; this one is shown once)")
+
+
 def cmd_clients_delete(ctx: Context, args: argparse.Namespace) -> None:
     ctx.require_schema()
     with ctx.db.session() as session:
@@ -394,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--introspect", action="store_true",
                    help="may call the introspection endpoint for tokens of its resources")
     command(cl, "list", cmd_clients_list, "list clients")
+    p = command(cl, "rotate-secret", cmd_clients_rotate_secret, "replace a confidential client's secret")
+    p.add_argument("client_id")
     p = command(cl, "delete", cmd_clients_delete, "delete a client")
     p.add_argument("client_id")
 

@@ -154,6 +154,9 @@ def _happy_path(cli: Cli, *, extended: bool) -> None:
         assert created, public
         public_id = created.group(1)
         assert cli.json("clients", "delete", public_id) == {"client_id": public_id, "deleted": True}
+        rotated_secret = cli.json("clients", "rotate-secret", desktop["client_id"])["client_secret"]
+        assert rotated_secret != secret and len(rotated_secret) >= 43
+        secret = rotated_secret  # what must be stored (as a hash) from now on: checked below
 
     db = Database(cli.url)
     try:
