@@ -47,6 +47,7 @@ demo: $(VENV)/.demo-deps
 
 test: $(VENV)/.test-deps chromium
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Hot-path load test against a real server on a throw-away SQLite database (see bench/bench.py --help).
@@ -55,6 +56,7 @@ bench: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 fmt: $(VENV)/.test-deps
 	$(BIN)/ruff check --fix .

@@ -11,7 +11,7 @@ from authserver.app import Services
 
 async def get_services(request: Request) -> Services:
     # async: a sync dependency would cost every request a threadpool hop.
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -114,7 +114,7 @@ class AuthorizationError(Exception):
     """RFC 6749 §4.1.2.1 error sent back to the client's (already validated) redirect URI."""
 
     def __init__(self, error: str, description: str, *, redirect_uri: str, state: str | None,
-                 issuer: str, response_mode: str = "query", detail: str | None = None) -> None:
+                 issuer: str, detail: str | None = None) -> None:
         super().__init__(description)
         self.error = error
         self.description = description

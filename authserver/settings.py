@@ -20,7 +20,6 @@ from sqlalchemy.engine import make_url
 
 log = logging.getLogger("authserver.settings")
 
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SECRET_FILE_NAME = "authserver.secret"
 
 

@@ -10,8 +10,6 @@ from authserver.db import Base, utcnow
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-# How the client came to exist: by the operator, by RFC 7591, or by a Client ID Metadata Document.
-KINDS = ("static", "dynamic", "metadata")
 
 
 class Client(Base):
@@ -19,6 +17,8 @@ class Client(Base):
 
     client_id: Mapped[str] = mapped_column(String(2048), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # How the client came to exist: "static" (the operator), "dynamic" (RFC 7591) or "metadata"
+    # (a Client ID Metadata Document).
     kind: Mapped[str] = mapped_column(String(16), default="static")
     secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="none")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import AUTH_METHODS, GRANT_TYPES, Client
+from authserver.db import affected
 from authserver.errors import AppError, NotFound
 from authserver.secrets import hash_secret, new_secret
 from authserver.uris import check_redirect_uri, is_loopback_uri
@@ -98,7 +99,7 @@ def list_clients(session: Session) -> list[Client]:
 
 
 def delete_client(session: Session, client_id: str) -> None:
-    if session.execute(delete(Client).where(Client.client_id == client_id)).rowcount != 1:
+    if affected(session.execute(delete(Client).where(Client.client_id == client_id))) != 1:
         raise NotFound(f"no client {client_id!r}")
 
 

@@ -18,7 +18,7 @@ from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.catalog.models import Resource
 from authserver.clients.models import Client
-from authserver.db import utcnow
+from authserver.db import affected, utcnow
 from authserver.errors import ErrorPage, append_query
 from authserver.interaction import consents
 from authserver.interaction.models import AuthorizationRequest
@@ -127,7 +127,7 @@ def mark_done(session: Session, row: AuthorizationRequest) -> None:
     result = session.execute(update(AuthorizationRequest)
                              .where(AuthorizationRequest.id_hash == row.id_hash, AuthorizationRequest.status != DONE)
                              .values(status=DONE))
-    if result.rowcount != 1:
+    if affected(result) != 1:
         raise EXPIRED
 
 

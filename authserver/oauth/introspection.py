@@ -65,7 +65,7 @@ def introspect_token(session: Session, services: Services, caller: Client, param
             claims = access.claims
             if access.revoked or not may_see(caller, claims["aud"], claims["client_id"]):
                 return INACTIVE
-            body = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
+            body: dict[str, Any] = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
                 "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
             if "nbf" in claims:
                 body["nbf"] = claims["nbf"]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from authserver.db import utcnow
+from authserver.db import affected, utcnow
 from authserver.secrets import hash_secret, new_secret
 from authserver.tokens.models import AuthorizationCode
 
@@ -51,7 +51,7 @@ def consume(session: Session, row: AuthorizationCode, now: datetime) -> bool:
         .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
         .values(used_at=now)
     )
-    return result.rowcount == 1
+    return affected(result) == 1
 
 
 def record_issued(session: Session, code_hash: str, access_jti: str, access_expires_at: datetime,

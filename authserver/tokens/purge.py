@@ -15,7 +15,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from authserver.clients.models import Client
-from authserver.db import Database, utcnow
+from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
@@ -27,17 +27,17 @@ CODE_KEEP = timedelta(hours=1)
 
 def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]:
     counts = {
-        "authorization_codes": session.execute(
-            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEEP)).rowcount,
-        "authorization_requests": session.execute(
-            delete(AuthorizationRequest).where(AuthorizationRequest.expires_at < now)).rowcount,
-        "login_sessions": session.execute(delete(LoginSession).where(LoginSession.expires_at < now)).rowcount,
-        "refresh_tokens": session.execute(delete(RefreshToken).where(
-            (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now))).rowcount,
-        "revoked_access_tokens": session.execute(
-            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)).rowcount,
+        "authorization_codes": affected(session.execute(
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEEP))),
+        "authorization_requests": affected(session.execute(
+            delete(AuthorizationRequest).where(AuthorizationRequest.expires_at < now))),
+        "login_sessions": affected(session.execute(delete(LoginSession).where(LoginSession.expires_at < now))),
+        "refresh_tokens": affected(session.execute(delete(RefreshToken).where(
+            (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now)))),
+        "revoked_access_tokens": affected(session.execute(
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now))),
         # Self-registered clients that never got a consent (the expiry is cleared on consent).
-        "clients": session.execute(delete(Client).where(Client.expires_at < now)).rowcount,
+        "clients": affected(session.execute(delete(Client).where(Client.expires_at < now))),
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from authserver.db import affected
 from authserver.secrets import hash_secret, new_secret
 from authserver.tokens.models import RefreshToken, RevokedAccessToken
 
@@ -61,9 +62,9 @@ def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
     in flight commits a successor the first statement could not see (READ COMMITTED
     re-evaluates only the rows it found), and each new statement sees it.
     """
-    while session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
+    while affected(session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
                                                      RefreshToken.revoked_at.is_(None))
-                          .values(revoked_at=now)).rowcount:
+                          .values(revoked_at=now))):
         pass
     members = list(session.execute(select(RefreshToken.access_jti, RefreshToken.access_expires_at)
                                    .where(RefreshToken.family_id == family_id)))
@@ -71,7 +72,3 @@ def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
         if jti and expires_at:
             deny_access_token(session, jti, expires_at, now)
     return len(members)
-
-
-def is_access_token_revoked(session: Session, jti: str) -> bool:
-    return session.get(RevokedAccessToken, jti) is not None

@@ -23,7 +23,7 @@ from authserver.catalog import repository as catalog
 from authserver.catalog.models import Resource
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
-from authserver.db import utcnow
+from authserver.db import affected, utcnow
 from authserver.errors import CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
 from authserver.oauth.params import Params, require, resource_param
 from authserver.secrets import hash_secret
@@ -39,13 +39,13 @@ def exchange(session: Session, services: Services, client: Client, params: Param
     token = require(params, "refresh_token")
     now = utcnow()
     token_hash = hash_secret(token)
-    claimed = session.execute(
+    claimed = affected(session.execute(
         update(RefreshToken)
         .where(RefreshToken.token_hash == token_hash, RefreshToken.client_id == client.client_id,
                RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None),
                RefreshToken.expires_at > now, RefreshToken.family_expires_at > now)
         .values(rotated_at=now)
-    ).rowcount == 1
+    )) == 1
     row = session.get(RefreshToken, token_hash, populate_existing=True) if len(token) <= 100 else None
     if not claimed:
         return _not_claimed(session, services, client, row, ip)
