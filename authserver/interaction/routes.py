@@ -59,6 +59,14 @@ async def authorization_params(request: Request) -> Params:
     return collect(request.query_params.multi_items())
 
 
+async def page_form(request: Request, max_fields: int = 20) -> list[tuple[str, object]]:
+    """A form posted from one of our pages; one that cannot be read is answered like a forged one."""
+    try:
+        return await read_form_items(request, max_fields=max_fields)
+    except InvalidRequest:
+        raise BAD_CSRF from None
+
+
 def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
     api = APIRouter()
 
@@ -99,27 +107,18 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
 
     @api.post("/interaction/{rid}/login")
     async def login(rid: str, request: Request, services: ServicesDep) -> Response:
-        try:
-            form = collect(await read_form_items(request, max_fields=20))
-        except InvalidRequest:
-            raise BAD_CSRF from None
+        form = collect(await page_form(request))
         return await run_in_threadpool(_sign_in, rid, request, services, cookies, form)
 
     @api.post("/interaction/{rid}/consent")
     async def consent(rid: str, request: Request, services: ServicesDep) -> Response:
-        try:
-            items = await read_form_items(request, max_fields=200)
-        except InvalidRequest:
-            raise BAD_CSRF from None
+        items = await page_form(request, max_fields=200)
         ticked = [value for key, value in items if key == "scope" and isinstance(value, str)]
         return await run_in_threadpool(_decide, rid, request, services, cookies, collect(items), ticked)
 
     @api.post("/logout")
     async def logout(request: Request, services: ServicesDep) -> Response:
-        try:
-            form = collect(await read_form_items(request, max_fields=20))
-        except InvalidRequest:
-            raise BAD_CSRF from None
+        form = collect(await page_form(request))
         value = cookies.session_id(request)
         if value and not cookies.csrf_ok(form.get("csrf"), "logout", value):
             raise BAD_CSRF
