@@ -134,6 +134,17 @@ def test_nul_bytes_are_refused_everywhere(client: TestClient, db: Database) -> N
     assert registered.json()["error"] == "invalid_client_metadata"
 
 
+@pytest.mark.parametrize("credentials", ["a%00b:secret", "client:se%00cret", "a\x00b:secret"])
+def test_control_characters_in_basic_credentials_are_invalid_client(client: TestClient, credentials: str) -> None:
+    import base64
+
+    header = "Basic " + base64.b64encode(credentials.encode()).decode()
+    for path in ("/token", "/introspect", "/revoke"):
+        response = client.post(path, data={"grant_type": "client_credentials", "token": "x"},
+                               headers={"authorization": header})
+        assert response.status_code == 401 and response.json()["error"] == "invalid_client", path
+
+
 def test_nul_byte_username_is_a_failed_sign_in(client: TestClient, db: Database) -> None:
     world = seed(db)
     _, challenge = pkce_pair()

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from authserver.clients.models import Client
 from authserver.errors import InvalidClient, InvalidRequest
-from authserver.oauth.params import Params, read_form, reject_repeated
+from authserver.oauth.params import Params, has_control_characters, read_form, reject_repeated
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.secrets import secret_matches
 
@@ -39,7 +39,10 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     if not sep:
         raise InvalidClient("malformed Basic credentials", headers=BASIC_CHALLENGE)
     # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+    client_id, secret = unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+    if has_control_characters(client_id) or has_control_characters(secret):
+        raise InvalidClient("malformed Basic credentials", headers=BASIC_CHALLENGE)
+    return client_id, secret
 
 
 def authenticate_client(session: Session, registry: ClientRegistry, request: Request, params: Params) -> Client:
