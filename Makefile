@@ -45,7 +45,14 @@ demo: $(VENV)/.demo-deps
 	         http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp || exit 1; \
 	while kill -0 $$as 2>/dev/null && kill -0 $$mcp 2>/dev/null; do sleep 1; done
 
-test: $(VENV)/.test-deps chromium
+# The official MCP TypeScript SDK for tests/test_mcp_ts_sdk_e2e.py, exactly as pinned in its package-lock.json
+# (from the npm registry only). Without npm that test is skipped, except in CI where it fails.
+TS_INTEROP := tests/interop_ts
+$(TS_INTEROP)/node_modules/.package-lock.json: $(TS_INTEROP)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: skipping $(TS_INTEROP)"; exit 0; }; \
+	npm ci --prefix $(TS_INTEROP) --no-audit --no-fund
+
+test: $(VENV)/.test-deps chromium $(TS_INTEROP)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
