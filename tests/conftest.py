@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -62,6 +63,25 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def require_pg() -> None:
+    """Skip without PostgreSQL, except in CI (AUTHSERVER_TEST_REQUIRE_POSTGRES=1), where it fails."""
+    if not pg_available():
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is required (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}")
+
+
+@contextmanager
+def pg_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A uniquely named PostgreSQL database for one test; its URL, dropped afterwards."""
+    name = unique_name(prefix)
+    pg_create(name, template)
+    try:
+        yield pg_url(name)
+    finally:
+        pg_drop(name)
+
+
 @pytest.fixture(scope="session")
 def _pg_template() -> Iterator[str | None]:
     if not pg_available():
@@ -105,12 +125,8 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
     template = request.getfixturevalue("_pg_template")
     if template is None:
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = unique_name("authserver_test")
-    pg_create(name, template)
-    try:
-        yield pg_url(name)
-    finally:
-        pg_drop(name)
+    with pg_database("authserver_test", template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -119,16 +135,9 @@ def empty_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    if not pg_available():
-        if REQUIRE_PG:
-            pytest.fail("PostgreSQL is required")
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = unique_name("authserver_empty")
-    pg_create(name)
-    try:
-        yield pg_url(name)
-    finally:
-        pg_drop(name)
+    require_pg()
+    with pg_database("authserver_empty") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,11 +19,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
-import uvicorn
 
 from authserver.app import create_app
 from authserver.db import Database
 from tests.conftest import REQUIRE_PG, make_settings
+from tests.live import serve
 from tests.oauth_helpers import PASSWORD, RESOURCE, authorize_params, pkce_pair, seed
 
 pytestmark = pytest.mark.browser
@@ -39,23 +38,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(app, port: int) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager
@@ -96,16 +78,15 @@ def test_sign_in_and_partial_consent_in_chromium(db_url: str, db: Database) -> N
         pytest.skip(f"{CHROMIUM} is not installed")
     sync_api = pytest.importorskip("playwright.sync_api")
 
-    port, callback_port = free_port(), free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    app = create_app(make_settings(db_url, issuer=issuer), db=db)
+    callback_port = free_port()
     world = seed(db)
     redirect_uri = f"http://127.0.0.1:{callback_port}/callback"  # registered as http://127.0.0.1/callback
     verifier, challenge = pkce_pair()
     params = authorize_params(world.public_id, challenge, redirect_uri=redirect_uri,
                               scope="read:calendar write:calendar", state="browser-state-42")
 
-    with serving(app, port), callback_server(callback_port) as received, sync_api.sync_playwright() as p:
+    with serve(lambda base: create_app(make_settings(db_url, issuer=base), db=db)) as issuer, \
+            callback_server(callback_port) as received, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()

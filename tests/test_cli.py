@@ -27,7 +27,7 @@ from authserver.db import Database
 from authserver.keys.models import SigningKey
 from authserver.models import metadata
 from authserver.users import repository as users
-from tests.conftest import REQUIRE_PG, TEST_SECRET, pg_available, pg_create, pg_drop, pg_url, unique_name
+from tests.conftest import TEST_SECRET, pg_database, require_pg
 
 RESOURCE = "https://mcp.example.com/mcp"
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -97,16 +97,9 @@ def sqlite_cli(tmp_path: Path) -> Cli:
 
 @pytest.fixture
 def pg_cli(tmp_path: Path) -> Iterator[Cli]:
-    if not pg_available():
-        if REQUIRE_PG:
-            pytest.fail("PostgreSQL is required (AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = unique_name("authserver_cli")
-    pg_create(name)
-    try:
-        yield Cli(_env(pg_url(name)), tmp_path)
-    finally:
-        pg_drop(name)
+    require_pg()
+    with pg_database("authserver_cli") as url:
+        yield Cli(_env(url), tmp_path)
 
 
 # ---- the happy path -------------------------------------------------------------------------

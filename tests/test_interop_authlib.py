@@ -11,8 +11,6 @@ refresh token coming back is reuse at once. Runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +20,12 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import jwt
 import pytest
-import uvicorn
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 
 from authserver.app import create_app
 from authserver.db import Database
 from tests.conftest import make_settings
+from tests.live import serve
 from tests.oauth_helpers import PASSWORD, REDIRECT, RESOURCE, World, parse_forms, query, seed
 
 SCOPE = "read:calendar offline_access"
@@ -43,26 +41,11 @@ class Live:
 @pytest.fixture
 def live(db_url: str, db: Database) -> Iterator[Live]:
     """authserver under uvicorn on a port bound before it starts (no race for the port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(make_settings(db_url, issuer=issuer, refresh_reuse_grace=0), db=db)
     world = seed(db)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "authserver did not start"
-        time.sleep(0.01)
-    try:
+    with serve(lambda issuer: create_app(make_settings(db_url, issuer=issuer, refresh_reuse_grace=0), db=db)) as issuer:
         response = httpx.get(f"{issuer}/.well-known/oauth-authorization-server")
         assert response.status_code == 200, response.text
         yield Live(issuer, world, response.json())
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def public_client(live: Live) -> OAuth2Client:

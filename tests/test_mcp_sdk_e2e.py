@@ -20,11 +20,9 @@ write:calendar); then the access token expires and the SDK refreshes it (seen in
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -32,7 +30,6 @@ from urllib.parse import urljoin
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -50,6 +47,7 @@ from examples.calendar_mcp.seed import seed
 from examples.calendar_mcp.server import create_app as create_calendar_app
 from examples.calendar_mcp.tool_scopes import ToolScopeMiddleware, called_tools
 from tests.conftest import make_settings
+from tests.live import serve
 from tests.oauth_helpers import parse_forms, query
 
 pytestmark = pytest.mark.anyio
@@ -65,28 +63,6 @@ def anyio_backend() -> str:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-@contextmanager
-def serve(make_app: Any) -> Iterator[str]:
-    """Serve ``make_app(base_url)`` with uvicorn on a free 127.0.0.1 port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(make_app(base), host="127.0.0.1", log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @dataclass

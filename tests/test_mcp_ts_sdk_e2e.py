@@ -33,8 +33,9 @@ from authserver.db import Database
 from examples.calendar_mcp.seed import seed
 from examples.calendar_mcp.server import create_app as create_calendar_app
 from tests.conftest import make_settings
+from tests.live import serve
 from tests.oauth_helpers import query
-from tests.test_mcp_sdk_e2e import PASSWORD, REDIRECT_URI, USERNAME, HeadlessBrowser, Stack, serve
+from tests.test_mcp_sdk_e2e import PASSWORD, REDIRECT_URI, USERNAME, HeadlessBrowser, Stack
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,6 @@ import hmac
 import json
 import socket
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from urllib.parse import parse_qs
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
@@ -58,6 +56,7 @@ from authserver.resource.introspection import basic_auth
 from authserver.tokens.access import issue_access_token
 from authserver.tokens.refresh import deny_access_token
 from tests.conftest import make_settings
+from tests.live import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -152,25 +151,14 @@ class LiveAS:
 
 @pytest.fixture
 def live_as(db_url: str, db: Database) -> Iterator[LiveAS]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    issuer = f"http://127.0.0.1:{port}"
-    app = create_app(make_settings(db_url, issuer=issuer), db=db)
-    live = LiveAS(issuer=issuer, keys=app.state.services.keys, db=db)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "authserver did not start"
-        time.sleep(0.01)
-    try:
-        yield live
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    apps: list[Any] = []
+
+    def make(issuer: str) -> Any:
+        apps.append(create_app(make_settings(db_url, issuer=issuer), db=db))
+        return apps[0]
+
+    with serve(make) as issuer:
+        yield LiveAS(issuer=issuer, keys=apps[0].state.services.keys, db=db)
 
 
 class Recorder:
