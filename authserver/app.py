@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -17,39 +16,15 @@ from fastapi.templating import Jinja2Templates
 
 from authserver.db import Database
 from authserver.errors import install_error_handlers
-from authserver.keys.crypto import KeyEncryptor
-from authserver.keys.ring import KeyRing
 from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders
+from authserver.services import build_services
 from authserver.settings import Settings, load_settings
-from authserver.tokens.purge import Purger
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "templates" / "static"
 
 log = logging.getLogger("authserver")
-
-
-@dataclass
-class Services:
-    """Everything a request handler needs, built once per app."""
-
-    settings: Settings
-    db: Database
-    keys: KeyRing
-    secret: str
-    # Seals the successor token response kept for the refresh race grace window.
-    grace_sealer: KeyEncryptor
-    purger: Purger
-
-
-def build_services(settings: Settings, db: Database | None = None) -> Services:
-    secret = settings.resolved_secret_key()
-    db = db or Database(settings.database_url)
-    keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
-    return Services(settings=settings, db=db, keys=keys, secret=secret,
-                    grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                    purger=Purger(db, settings.refresh_reuse_grace))
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from authserver import migrate
-from authserver.app import build_services
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
@@ -26,6 +25,7 @@ from authserver.errors import AppError
 from authserver.keys.models import SigningKey
 from authserver.keys.ring import published_keys
 from authserver.secrets import new_secret
+from authserver.services import build_services
 from authserver.settings import ConfigError, Settings, load_settings
 from authserver.tokens.purge import purge
 from authserver.users import repository as users

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from authserver.app import Services
+from authserver.services import Services
 
 
 async def get_services(request: Request) -> Services:

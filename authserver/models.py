@@ -6,12 +6,14 @@ from authserver.clients.models import Client
 from authserver.db import Base
 from authserver.interaction.models import AuthorizationRequest, Consent, LoginSession
 from authserver.keys.models import SigningKey
+from authserver.policy.models import InitialAccessToken, ServerSetting
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from authserver.users.models import User
 
 metadata = Base.metadata
 
 __all__ = [
-    "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "LoginSession",
-    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "SigningKey", "User", "metadata",
+    "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "InitialAccessToken",
+    "LoginSession",
+    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "ServerSetting", "SigningKey", "User", "metadata",
 ]

@@ -13,10 +13,20 @@ from sqlalchemy.orm import Session
 
 from authserver.audit.models import AuditEvent
 
+SUCCESS, FAILURE = "success", "failure"
+FAILURE_SUFFIXES = (".failed", ".denied", ".refused")
+FAILURE_EVENTS = frozenset({"token.reuse_detected", "code.replayed"})
+
+
+def outcome_of(event: str) -> str:
+    """Whether an event records something refused or gone wrong (migration 0003 applies the same rule)."""
+    return FAILURE if event.endswith(FAILURE_SUFFIXES) or event in FAILURE_EVENTS else SUCCESS
+
 
 def record(session: Session, event: str, *, actor: str | None = None, client_id: str | None = None,
-           ip: str | None = None, **detail: Any) -> None:
-    session.add(AuditEvent(event=event, actor=actor, client_id=client_id, ip=ip, detail=detail))
+           ip: str | None = None, outcome: str | None = None, **detail: Any) -> None:
+    session.add(AuditEvent(event=event, outcome=outcome or outcome_of(event), actor=actor, client_id=client_id,
+                           ip=ip, detail=detail))
 
 
 def recent(session: Session, limit: int = 100, event: str | None = None) -> list[AuditEvent]:

@@ -19,7 +19,10 @@ class AuditEvent(Base):
                                     autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     event: Mapped[str] = mapped_column(String(64), index=True)
-    actor: Mapped[str | None] = mapped_column(String(255), default=None)
-    client_id: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # "success" or "failure" (a refused sign-in, a denied consent, a reused token…).
+    outcome: Mapped[str] = mapped_column(String(16), default="success", server_default="success", index=True)
+    # A user id, "cli", or an admin's user id for console changes.
+    actor: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    client_id: Mapped[str | None] = mapped_column(String(2048), default=None, index=True)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

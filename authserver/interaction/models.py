@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
@@ -58,5 +59,12 @@ class Consent(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), index=True)
     resource: Mapped[str] = mapped_column(String(2048))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # "Stay connected" on the consent page: refresh tokens unless the person unticked it. The
+    # choice is honoured on later silent authorizations.
+    stay_connected: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    # Disconnect (on /account) forgets the scopes and sets this: access tokens of this grant
+    # issued at or before it are inactive at introspection.
+    tokens_revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.audit.models import AuditEvent
 from authserver.catalog import repository as catalog
@@ -30,6 +29,7 @@ from authserver.interaction.models import AuthorizationRequest
 from authserver.oauth import authorize
 from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
+from authserver.services import Services
 from authserver.uris import is_loopback_uri
 from authserver.users import repository as users
 

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from authserver.app import Services
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
@@ -23,6 +22,7 @@ from authserver.errors import NO_STORE, InvalidClient
 from authserver.oauth.client_auth import BASIC_CHALLENGE, authenticate_client, read_client_request
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.services import Services
 from authserver.tokens import lookup
 
 INACTIVE: dict[str, Any] = {"active": False}

@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.audit.models import AuditEvent
 from authserver.clients import registration
@@ -27,6 +26,7 @@ from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, OAuthError
 from authserver.oauth.params import has_control_characters
 from authserver.secrets import secret_matches
+from authserver.services import Services
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 

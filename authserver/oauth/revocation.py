@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.clients.models import Client
 from authserver.db import utcnow
@@ -23,6 +22,7 @@ from authserver.errors import NO_STORE
 from authserver.oauth.client_auth import authenticate_client, read_client_request
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.services import Services
 from authserver.tokens import lookup, refresh
 
 

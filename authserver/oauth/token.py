@@ -14,7 +14,6 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from authserver.app import Services
 from authserver.clients.models import Client
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
@@ -22,6 +21,7 @@ from authserver.oauth.client_auth import authenticate_client, read_client_reques
 from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.services import Services
 
 Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from authserver.app import Services
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
+from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.access import issue_access_token
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from authserver.app import Services
+from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.access import decode_access_token
 from authserver.tokens.models import RefreshToken, RevokedAccessToken

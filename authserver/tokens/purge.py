@@ -11,7 +11,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, exists, update
 from sqlalchemy.orm import Session
 
 from authserver.clients.models import Client
@@ -36,8 +36,11 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
             (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now)))),
         "revoked_access_tokens": affected(session.execute(
             delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now))),
-        # Self-registered clients that never got a consent (the expiry is cleared on consent).
-        "clients": affected(session.execute(delete(Client).where(Client.expires_at < now))),
+        # Self-registered clients that never got a consent (the expiry is cleared on consent), and
+        # never one that still holds a live refresh token (a person would lose a working connection).
+        "clients": affected(session.execute(delete(Client).where(Client.expires_at < now, ~exists().where(
+            RefreshToken.client_id == Client.client_id, RefreshToken.revoked_at.is_(None),
+            RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now))))
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(

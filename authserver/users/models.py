@@ -8,7 +8,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
 
-ROLES = ("admin", "user")
+# admin: the console and every change; auditor: the console read-only; user: their own account only.
+ROLES = ("admin", "auditor", "user")
 
 
 class User(Base):
@@ -25,3 +26,7 @@ class User(Base):
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def may_read_console(self) -> bool:
+        return "admin" in self.roles or "auditor" in self.roles

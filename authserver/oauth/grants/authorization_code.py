@@ -6,13 +6,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.errors import CommitThenRaise, InvalidGrant, InvalidRequest, InvalidTarget
 from authserver.oauth.params import Params, require, resource_param
 from authserver.oauth.pkce import verifier_matches
+from authserver.services import Services
 from authserver.tokens import codes, refresh
 from authserver.tokens.issue import token_response
 from authserver.tokens.models import AuthorizationCode

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
@@ -17,6 +16,7 @@ from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.errors import InvalidScope, InvalidTarget, UnauthorizedClient
 from authserver.oauth.params import Params, resource_param
+from authserver.services import Services
 from authserver.tokens.issue import token_response
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from authserver.app import Services
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.catalog.models import Resource
@@ -27,6 +26,7 @@ from authserver.db import affected, utcnow
 from authserver.errors import CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
 from authserver.oauth.params import Params, require, resource_param
 from authserver.secrets import hash_secret
+from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.issue import token_response
 from authserver.tokens.models import RefreshToken
