@@ -19,6 +19,7 @@ from authserver.errors import install_error_handlers
 from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders
 from authserver.services import build_services
 from authserver.settings import Settings, load_settings
+from authserver.web import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -38,21 +39,22 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     app = FastAPI(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
-    app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
+    app.state.templates = templates(TEMPLATES, settings.issuer_path)
     install_error_handlers(app)
 
     from authserver.interaction import routes as interaction
-    from authserver.interaction.cookies import Cookies
     from authserver.oauth import discovery, introspection, registration, revocation, token
     from authserver.oauth.metadata import discovery_paths
     from authserver.oauth.registry import ClientRegistry
+    from authserver.web import signin
 
     registry = ClientRegistry(settings)
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path
     app.include_router(discovery.router(settings))
-    app.include_router(interaction.router(Cookies(settings, services.secret), registry), prefix=prefix)
+    app.include_router(interaction.router(services.cookies, registry), prefix=prefix)
+    app.include_router(signin.router(services.cookies), prefix=prefix)
     app.include_router(token.router(registry), prefix=prefix)
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(introspection.router(registry), prefix=prefix)
@@ -65,6 +67,14 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app
+
+
+def templates(directory: Path, issuer_path: str = "") -> Jinja2Templates:
+    """Jinja2 with autoescaping and gettext: the one template environment of every page."""
+    engine = Jinja2Templates(directory=str(directory))
+    i18n.install(engine.env)
+    engine.env.globals["prefix"] = issuer_path  # pages link to our routes under the issuer's path
+    return engine
 
 
 def create_app_from_env() -> FastAPI:

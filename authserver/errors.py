@@ -153,6 +153,9 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from authserver.web.i18n import gettext_for
+    from authserver.web.pages import SignInRequired, sign_in_location
+
     async def on_oauth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
         log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
@@ -167,10 +170,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ErrorPage)
         log.info("error page %r on %s: %s", exc.title, request.url.path, exc.detail or exc.message)
         templates = request.app.state.templates
+        # Titles and messages are message ids (marked with N_); the page is in the person's language.
         return templates.TemplateResponse(
-            request, "error.html", {"title": exc.title, "message": exc.message},
+            request, "error.html", {"title": gettext_for(request, exc.title),
+                                    "message": gettext_for(request, exc.message)},
             status_code=exc.status_code, headers=NO_STORE,
         )
+
+    async def on_sign_in_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return RedirectResponse(sign_in_location(request, exc.next_path), status_code=303, headers=NO_STORE)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
@@ -183,4 +192,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OAuthError, on_oauth_error)
     app.add_exception_handler(AuthorizationError, on_authorization_error)
     app.add_exception_handler(ErrorPage, on_error_page)
+    app.add_exception_handler(SignInRequired, on_sign_in_required)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from authserver.db import Database
+from authserver.interaction.cookies import Cookies
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
 from authserver.settings import Settings
@@ -26,6 +27,8 @@ class Services:
     # Seals the successor token response kept for the refresh race grace window.
     grace_sealer: KeyEncryptor
     purger: Purger
+    # Browser cookies, CSRF tokens and signed flash messages for every page.
+    cookies: Cookies
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
@@ -34,4 +37,4 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
     return Services(settings=settings, db=db, keys=keys, secret=secret,
                     grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                    purger=Purger(db, settings.refresh_reuse_grace))
+                    purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret))

@@ -219,5 +219,15 @@ def consent_page(client: TestClient, params: dict[str, str], username: str = "al
 
 
 def scope_checkboxes(page_html: str) -> list[tuple[str, bool]]:
-    """(scope, checked) for each scope checkbox of the consent form, in page order."""
-    return [(value, checked) for name, value, checked in consent_form(page_html).checkboxes if name == "scope"]
+    """(scope, checked) for each permission checkbox of the consent form, in page order.
+
+    The "Stay connected" box (``scope=offline_access``) is not a permission; see ``stay_connected_box``.
+    """
+    return [(value, checked) for name, value, checked in consent_form(page_html).checkboxes
+            if name == "scope" and value != "offline_access"]
+
+
+def stay_connected_box(page_html: str) -> bool | None:
+    """Whether the consent form's "Stay connected" box is ticked; None when it is not offered."""
+    return next((checked for name, value, checked in consent_form(page_html).checkboxes
+                 if name == "scope" and value == "offline_access"), None)

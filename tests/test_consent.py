@@ -521,7 +521,7 @@ def test_wrong_password_shows_login_page_with_error_and_audits(client: TestClien
     assert "set-cookie" not in response.headers
     assert count(db, "login_sessions") == 0
     assert statuses(db) == ["created"]
-    assert audit(db, "login.failed") == [("alice", world.public_id)]
+    assert audit(db, "login.failed") == [(user_id(db, "alice"), world.public_id)]
     # The page it returns still works.
     retry = login(client, response.text)
     assert retry.status_code == 303
@@ -560,7 +560,7 @@ def test_disabled_user_cannot_sign_in(client: TestClient, db: Database) -> None:
     assert "do not match" in response.text
     assert count(db, "login_sessions") == 0
     assert statuses(db) == ["created"]
-    assert audit(db, "login.failed") == [("alice", world.public_id)]
+    assert audit(db, "login.failed") == [(user_id(db, "alice"), world.public_id)]
 
 
 def test_disabled_users_existing_session_no_longer_works(client: TestClient, db: Database) -> None:

@@ -32,6 +32,7 @@ from tests.oauth_helpers import (
     query,
     run_flow,
     seed,
+    user_id,
 )
 from tests.test_cimd_flow import documents, publish  # noqa: F401 - fixture
 
@@ -214,7 +215,7 @@ def test_passwords_never_reach_the_log(client: TestClient, db: Database, caplog:
 
     with db.session() as s:
         actors = s.scalars(select(AuditEvent.actor).where(AuditEvent.event == "login.failed")).all()
-    assert PASSWORD not in actors and actors[0] == "alice"
+    assert PASSWORD not in actors and actors[0] == user_id(db, "alice")
 
 
 def test_repeated_sign_in_failures_are_throttled(client: TestClient, db: Database) -> None:

@@ -153,7 +153,8 @@ class HeadlessBrowser:
                 this.signed_in = True
                 continue
             consent = next(f for f in forms if "consent" in f.action)
-            this.consent_scopes = [value for name, value, _ in consent.checkboxes if name == "scope"]
+            this.consent_scopes = [value for name, value, _ in consent.checkboxes
+                                   if name == "scope" and value != "offline_access"]  # not "Stay connected"
             scopes = [value for name, value, checked in consent.checkboxes if name == "scope" and checked]
             response = await self.http.post(urljoin(location, consent.action),
                                             data={**dict(consent.fields), "scope": scopes, "decision": "allow"})

@@ -195,8 +195,9 @@ async def test_typescript_sdk_client_discovers_registers_and_calls_tools(node: s
     [saved] = script.named("tokens")
     assert saved["has_access_token"] and saved["token_type"].lower() == "bearer"
     assert "read:calendar" in (saved["scope"] or "").split()
-    # No refresh token: this SDK asks only for the challenge's scope, never offline_access, which
-    # authserver requires before it issues one (see "Refresh tokens" in the README).
+    # A refresh token although this SDK never asks for offline_access: "Stay connected" was left
+    # ticked on the consent page (see "Refresh tokens" in the README).
+    assert saved["has_refresh_token"], saved
 
     # Reconnected with the token; the tools are there and list_events answers.
     assert [s["attempt"] for s in script.named("connected")] == [2]

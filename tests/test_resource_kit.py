@@ -37,7 +37,8 @@ from starlette.routing import Route
 import authserver.resource as kit
 from authserver.app import create_app
 from authserver.catalog.repository import create_resource, create_scope
-from authserver.clients.repository import NewClient, create_client
+from authserver.clients.models import Client
+from authserver.clients.repository import NewClient, create_client, rotate_secret
 from authserver.db import Database, utcnow
 from authserver.keys.ring import KeyRing
 from authserver.resource import (
@@ -107,10 +108,17 @@ class LiveAS:
             create_scope(session, "calendar:read", "Read your calendar")
             create_resource(session, RESOURCE, "Calendar MCP", ["mcp:tools", "calendar:read"])
             create_resource(session, OTHER_RESOURCE, "Other MCP", ["mcp:tools"])
+            # The client the tokens are issued to: introspection reports tokens of unknown clients inactive.
+            create_client(session, NewClient(name="client-1", client_id="client-1", grant_types=["client_credentials"],
+                                             resources=[RESOURCE, OTHER_RESOURCE]))
 
     def client(self, client_id: str, *, resources: list[str], can_introspect: bool = False) -> Credentials:
         """A confidential (client_secret_basic) client, registered in authserver's database."""
         with self.db.session() as session:
+            existing = session.get(Client, client_id)
+            if existing is not None:  # client-1 is registered with the resources; give it a secret to use
+                existing.resources, existing.can_introspect = list(resources), can_introspect
+                return Credentials(client_id, rotate_secret(session, client_id))
             created = create_client(session, NewClient(
                 name=client_id, client_id=client_id, grant_types=["client_credentials"], resources=resources,
                 can_introspect=can_introspect))

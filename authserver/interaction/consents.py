@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authserver.interaction.models import Consent
 
 
-def granted(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> list[str]:
-    row = session.scalar(select(Consent).where(
+def find(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> Consent | None:
+    return session.scalar(select(Consent).where(
         Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource))
+
+
+def granted(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> list[str]:
+    row = find(session, user_id, client_id, resource)
     return list(row.scopes) if row else []
 
 
-def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str, scopes: list[str]) -> list[str]:
-    """Add ``scopes`` to the remembered grant (MCP step-up asks only for the new ones).
+def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str, scopes: list[str],
+             stay_connected: bool = True) -> list[str]:
+    """Add ``scopes`` to the remembered grant (MCP step-up asks only for the new ones), and keep
+    the person's latest "Stay connected" choice.
 
     Two approvals may race (two tabs): the row is locked while it is extended, and a first
     insert that loses against a concurrent one is retried as an update.
@@ -29,16 +36,24 @@ def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str
         ).with_for_update())
         if row is not None:
             row.scopes = list(dict.fromkeys([*row.scopes, *scopes]))
+            row.stay_connected = stay_connected
             session.flush()
             return list(row.scopes)
         try:
             with session.begin_nested():
-                row = Consent(user_id=user_id, client_id=client_id, resource=resource, scopes=list(scopes))
+                row = Consent(user_id=user_id, client_id=client_id, resource=resource, scopes=list(scopes),
+                              stay_connected=stay_connected)
                 session.add(row)
         except IntegrityError:
             continue  # a concurrent approval inserted it first: extend that one
         return list(row.scopes)
     raise RuntimeError("could not record the consent")
+
+
+def touch(session: Session, user_id: uuid.UUID, client_id: str, resource: str, now: datetime) -> None:
+    """Record that the grant was used (shown as "last used" on the person's account page)."""
+    session.execute(update(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id,
+                                          Consent.resource == resource).values(last_used_at=now))
 
 
 def for_user(session: Session, user_id: uuid.UUID) -> list[Consent]:

@@ -80,32 +80,46 @@ class ConsentNeed:
     new: list[str]
     already: list[str]
     forced: bool = False
+    # No remembered consent at all (first time, or disconnected since): the page is always shown.
+    first: bool = False
+    # The remembered "Stay connected" choice, used when no page is shown.
+    stay_connected: bool = True
 
     @property
     def needed(self) -> bool:
-        return bool(self.new) or self.forced
+        return bool(self.new) or self.forced or self.first
 
 
 def consent_need(session: Session, row: AuthorizationRequest) -> ConsentNeed:
+    """``offline_access`` is no permission to list: it is the "Stay connected" choice, asked on
+    every consent page of a client that may refresh and remembered with the consent."""
     assert row.user_id is not None
-    before = set(consents.granted(session, row.user_id, row.client_id, row.resource))
-    return ConsentNeed(new=[s for s in row.scopes if s not in before],
-                       already=[s for s in row.scopes if s in before],
-                       forced="consent" in (row.prompt or "").split())
+    remembered = consents.find(session, row.user_id, row.client_id, row.resource)
+    before = {s for s in remembered.scopes if s != catalog.OFFLINE_ACCESS} if remembered else set()
+    scopes = [s for s in row.scopes if s != catalog.OFFLINE_ACCESS]
+    return ConsentNeed(new=[s for s in scopes if s not in before],
+                       already=[s for s in scopes if s in before],
+                       forced="consent" in (row.prompt or "").split(),
+                       first=not before,
+                       stay_connected=remembered.stay_connected if remembered else True)
 
 
 def finish_with_code(session: Session, settings: Settings, row: AuthorizationRequest, scopes: list[str],
-                     ip: str | None) -> str:
-    """Issue the code and return where to send the browser."""
+                     ip: str | None, *, stay_connected: bool) -> str:
+    """Issue the code and return where to send the browser.
+
+    ``stay_connected``: the person's choice; the code carries it to the token request, where
+    a client allowed the refresh grant then gets a refresh token.
+    """
     mark_done(session, row)
     assert row.user_id is not None and row.auth_time is not None
     code = codes.create(session, codes.CodeGrant(
         client_id=row.client_id, user_id=row.user_id, redirect_uri=row.redirect_uri,
         redirect_uri_given=row.redirect_uri_given, code_challenge=row.code_challenge, resource=row.resource,
-        scopes=scopes, auth_time=row.auth_time,
+        scopes=scopes, auth_time=row.auth_time, stay_connected=stay_connected,
     ), settings.code_ttl)
     record(session, "code.issued", actor=str(row.user_id), client_id=row.client_id, ip=ip,
-           resource=row.resource, scopes=scopes)
+           resource=row.resource, scopes=scopes, stay_connected=stay_connected)
     params = {"code": code}
     if row.state is not None:
         params["state"] = row.state
@@ -137,22 +151,18 @@ class ConsentView:
     resource: Resource
     new_scopes: list[tuple[str, str, bool]]  # (name, description, write)
     already: list[tuple[str, str, bool]]
+    # The client may use refresh tokens: the page offers "Stay connected" (ticked by default).
+    may_stay_connected: bool
 
 
 def describe(session: Session, client: Client, resource: Resource, need: ConsentNeed) -> ConsentView:
     registered = catalog.get_scopes(session, [*need.new, *need.already])
 
     def rows(names: list[str]) -> list[tuple[str, str, bool]]:
-        out = []
-        for name in names:
-            if name == catalog.OFFLINE_ACCESS:
-                out.append((name, "Stay connected: keep access after you close this window, until you revoke it",
-                            False))
-            else:
-                scope = registered[name]
-                out.append((name, scope.description, scope.write))
+        out = [(name, registered[name].description, registered[name].write) for name in names]
         # Write scopes first: what can change or delete things must be read before the rest.
         return sorted(out, key=lambda r: not r[2])
 
-    return ConsentView(client, resource, rows(need.new), rows(need.already))
+    return ConsentView(client, resource, rows(need.new), rows(need.already),
+                       may_stay_connected="refresh_token" in client.grant_types)
 

@@ -7,23 +7,20 @@ bound to the request and to this browser's binding cookie.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from authserver.audit.log import record
-from authserver.audit.models import AuditEvent
 from authserver.catalog import repository as catalog
+from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients import repository as clients
-from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, AuthorizationError, ErrorPage, InvalidRequest
-from authserver.interaction import consents, flow, sessions
+from authserver.interaction import consents, flow, sessions, signin
 from authserver.interaction.cookies import Cookies
 from authserver.interaction.models import AuthorizationRequest
 from authserver.oauth import authorize
@@ -31,7 +28,7 @@ from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
 from authserver.services import Services
 from authserver.uris import is_loopback_uri
-from authserver.users import repository as users
+from authserver.web.i18n import N_, gettext_for
 
 BAD_CSRF = ErrorPage("Form expired", "This form was not sent from this page, or it has expired. "
                      "Go back to the application and start again.", status_code=403, detail="CSRF check failed")
@@ -102,7 +99,8 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
             need = flow.consent_need(session, row)
             if need.needed:
                 return _consent_page(request, services, cookies, session, rid, row, need)
-            location = flow.finish_with_code(session, services.settings, row, row.scopes, client_ip(request))
+            location = flow.finish_with_code(session, services.settings, row, _silent_scopes(row, need),
+                                             client_ip(request), stay_connected=need.stay_connected)
         return redirect(location)
 
     @api.post("/interaction/{rid}/login")
@@ -125,16 +123,14 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
         if value:
             await run_in_threadpool(_sign_out, services, value, client_ip(request))
         response = services_templates(request).TemplateResponse(
-            request, "message.html", {"title": "Signed out", "message": "You are signed out."}, headers=NO_STORE)
+            request, "message.html", {"title": gettext_for(request, N_("Signed out")),
+                                      "message": gettext_for(request, N_("You are signed out.")),
+                                      "link": (local(request, "/login"), gettext_for(request, N_("Sign in again")))},
+            headers=NO_STORE)
         cookies.clear_session(response)
         return response
 
     return api
-
-
-LOGIN_FAILURE_LIMIT = 20  # per client IP in LOGIN_FAILURE_WINDOW, counted from the audit log (all nodes)
-LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
-BAD_LOGIN = "That username and password do not match an active account."
 
 
 def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
@@ -144,21 +140,9 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
         row = flow.load(session, rid, browser_id)
         if not cookies.csrf_ok(form.get("csrf"), "login", rid, browser_id or ""):
             raise BAD_CSRF
-        error = None
-        if _too_many_failures(session, ip):
-            error = "Too many failed sign-ins from your network. Wait a few minutes and try again."
-        elif form.malformed or not 0 < len(username) <= 150 or len(password) > 1024:
-            error = BAD_LOGIN  # no argon2 work, and nothing PostgreSQL cannot store, for such input
-        else:
-            user = users.authenticate(session, username, password)
-            if user is None:
-                error = BAD_LOGIN
-        if error is not None:
-            # Only a real account's name is kept: what people type there is often a password.
-            known = not form.malformed and len(username) <= 150 and users.get_by_username(session, username)
-            record(session, "login.failed", actor=username if known else None, client_id=row.client_id, ip=ip)
-        else:
-            assert user is not None
+        user, error = signin.check_credentials(session, username, password, malformed=form.malformed, ip=ip,
+                                               client_id=row.client_id)
+        if user is not None:
             value, login_session = sessions.start(session, user, services.settings.session_ttl, ip)
             flow.authenticate(row, user.id, login_session.auth_time)
             record(session, "login.succeeded", actor=str(user.id), client_id=row.client_id, ip=ip,
@@ -167,19 +151,11 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
         # Committed above so the failure is audited; the page is rendered afresh.
         with services.db.read_session() as session:
             row = flow.load(session, rid, browser_id)
-            shown = username if not form.malformed and len(username) <= 150 else ""
-            return _login_page(request, cookies, session, rid, row, username=shown, error=error, status_code=401)
+            return _login_page(request, cookies, session, rid, row, username=signin.shown_username(
+                username, form.malformed), error=error, status_code=401)
     response = redirect(local(request, f"/interaction/{rid}"))
     cookies.set_session(response, value)
     return response
-
-
-def _too_many_failures(session: Any, ip: str | None) -> bool:
-    if ip is None:
-        return False
-    failures = session.scalar(select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.event == "login.failed", AuditEvent.ip == ip, AuditEvent.at > utcnow() - LOGIN_FAILURE_WINDOW))
-    return (failures or 0) >= LOGIN_FAILURE_LIMIT
 
 
 def _sign_out(services: Services, value: str, ip: str | None) -> None:
@@ -207,9 +183,17 @@ def _silent(session: Any, services: Services, validated: authorize.Authorization
         raise fail("login_required", "the person is not signed in")
     _, row = flow.start(session, validated, browser_id, settings.authorization_request_ttl)
     flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
-    if flow.consent_need(session, row).needed:
+    need = flow.consent_need(session, row)
+    if need.needed:
         raise fail("consent_required", "the person has not allowed this yet")
-    return flow.finish_with_code(session, settings, row, row.scopes, ip)
+    return flow.finish_with_code(session, settings, row, _silent_scopes(row, need), ip,
+                                 stay_connected=need.stay_connected)
+
+
+def _silent_scopes(row: AuthorizationRequest, need: flow.ConsentNeed) -> list[str]:
+    """What a request answered without a page gets: its scopes, ``offline_access`` only when the
+    person's remembered choice is to stay connected."""
+    return [s for s in row.scopes if s != OFFLINE_ACCESS or need.stay_connected]
 
 
 def _decide(rid: str, request: Request, services: Services, cookies: Cookies, form: Params,
@@ -228,6 +212,9 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
         ip = client_ip(request)
         decision = form.get("decision")
         approved_new = [s for s in need.new if s in set(ticked)]
+        client = clients.require(session, row.client_id)
+        # "Stay connected" is the offline_access checkbox, offered to every client that may refresh.
+        stay = "refresh_token" in client.grant_types and OFFLINE_ACCESS in ticked
         if decision != "allow" or (not approved_new and need.new):
             record(session, "consent.denied", actor=str(row.user_id), client_id=row.client_id, ip=ip,
                    resource=row.resource, scopes=need.new)
@@ -235,13 +222,15 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
                                               "the person did not allow the request")
             return redirect(location)
         assert row.user_id is not None
-        granted = [s for s in row.scopes if s in set(need.already) | set(approved_new)]
+        allowed = set(need.already) | set(approved_new) | ({OFFLINE_ACCESS} if stay else set())
+        granted = [s for s in row.scopes if s in allowed]
         record(session, "consent.granted", actor=str(row.user_id), client_id=row.client_id, ip=ip,
-               resource=row.resource, scopes=granted, declined=[s for s in need.new if s not in approved_new])
+               resource=row.resource, scopes=granted, declined=[s for s in need.new if s not in approved_new],
+               stay_connected=stay)
         # Finish before remembering: the conditional UPDATE makes a concurrent second click wait
         # here and then get the "expired" page, instead of racing on the consents row.
-        location = flow.finish_with_code(session, settings, row, granted, ip)
-        consents.remember(session, row.user_id, row.client_id, row.resource, approved_new)
+        location = flow.finish_with_code(session, settings, row, granted, ip, stay_connected=stay)
+        consents.remember(session, row.user_id, row.client_id, row.resource, approved_new, stay_connected=stay)
         _client_consented(session, row)
     return redirect(location)
 
@@ -260,6 +249,7 @@ def _login_page(request: Request, cookies: Cookies, session: Any, rid: str, row:
     return services_templates(request).TemplateResponse(request, "login.html", {
         "action": local(request, f"/interaction/{rid}/login"), "csrf": cookies.csrf_token("login", rid, browser_id),
         "client_name": client.name if client else row.client_id, "username": username, "error": error,
+        "switch_next": local(request, f"/interaction/{rid}"),
     }, status_code=status_code, headers=NO_STORE)
 
 

@@ -24,6 +24,7 @@ class CodeGrant:
     resource: str
     scopes: list[str]
     auth_time: datetime
+    stay_connected: bool = False
 
 
 def create(session: Session, grant: CodeGrant, ttl: int) -> str:
@@ -33,6 +34,7 @@ def create(session: Session, grant: CodeGrant, ttl: int) -> str:
         code_hash=hash_secret(code), client_id=grant.client_id, user_id=grant.user_id,
         redirect_uri=grant.redirect_uri, redirect_uri_given=grant.redirect_uri_given,
         code_challenge=grant.code_challenge, resource=grant.resource, scopes=grant.scopes,
+        stay_connected=grant.stay_connected,
         auth_time=grant.auth_time, created_at=now, expires_at=now + timedelta(seconds=ttl),
     ))
     return code

@@ -26,12 +26,15 @@ class Issued:
 
 def token_response(session: Session, services: Services, *, client: Client, subject: str,
                    user_id: uuid.UUID | None, resource: str, scopes: list[str], auth_time: datetime | None,
-                   now: datetime, family: refresh.RefreshGrant | None = None, with_refresh: bool = True) -> Issued:
+                   now: datetime, family: refresh.RefreshGrant | None = None,
+                   stay_connected: bool = False) -> Issued:
     """Issue tokens. ``family`` continues an existing refresh family (rotation); else one starts.
 
-    The refresh-token rule: a new family starts only when the client may use the refresh
-    grant AND the person granted ``offline_access`` (which MCP clients request; unticking
-    "Stay connected" on the consent page therefore really means no refresh token).
+    The refresh-token rule: a new family starts when the client may use the refresh grant
+    and the person left "Stay connected" ticked on the consent page (``stay_connected``,
+    carried by the code). Asking for ``offline_access`` is not needed: many MCP clients
+    (the TypeScript SDK among them) never do, and would otherwise send the person back
+    through sign-in whenever the short-lived access token expires.
     """
     settings = services.settings
     resource_scopes = [s for s in scopes if s != OFFLINE_ACCESS]
@@ -46,8 +49,7 @@ def token_response(session: Session, services: Services, *, client: Client, subj
         "scope": " ".join(scopes),
     }
     family_id = None
-    offline = family is not None or OFFLINE_ACCESS in scopes
-    if with_refresh and offline and "refresh_token" in client.grant_types:
+    if (family is not None or stay_connected) and "refresh_token" in client.grant_types:
         grant = family or refresh.RefreshGrant(
             family_id=uuid.uuid4(), client_id=client.client_id, user_id=user_id, scopes=scopes,
             resource=resource, auth_time=auth_time,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from authserver.clients.models import Client
+from authserver.interaction.models import Consent
 from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.access import decode_access_token
@@ -35,18 +37,35 @@ class RefreshTokenInfo:
 
 
 def access_token(session: Session, services: Services, token: str) -> AccessTokenInfo | None:
-    """A valid, unexpired access token we signed, with its deny-list state, in one round trip."""
+    """A valid, unexpired access token we signed, with whether it was taken back, in one round trip.
+
+    Taken back: its ``jti`` is deny-listed; its client is disabled or gone; its person is
+    disabled; or the person disconnected the app (the grant's ``tokens_revoked_at`` is at or
+    after the token's ``iat``). Each of these holds at once on every node.
+    """
     claims = decode_access_token(services.keys, token, issuer=services.settings.issuer)
     if claims is None:
         return None
-    revoked = exists().where(RevokedAccessToken.jti == claims["jti"])
     try:
-        user_id = uuid.UUID(claims["sub"])
+        user_id: uuid.UUID | None = uuid.UUID(claims["sub"])
     except ValueError:
         user_id = None  # client_credentials tokens have the client as subject
-    row = session.execute(select(revoked.label("revoked"), select(User.username).where(User.id == user_id)
-                                 .scalar_subquery().label("username"))).one()
-    return AccessTokenInfo(claims, bool(row.revoked), row.username)
+    revoked = exists().where(RevokedAccessToken.jti == claims["jti"])
+    client_usable = exists().where(Client.client_id == claims["client_id"], Client.disabled.is_(False))
+    columns = [revoked.label("revoked"), client_usable.label("client_usable")]
+    if user_id is not None:
+        issued_at = datetime.fromtimestamp(int(claims["iat"]), UTC)
+        columns += [
+            exists().where(User.id == user_id, User.disabled.is_(True)).label("user_disabled"),
+            exists().where(Consent.user_id == user_id, Consent.client_id == claims["client_id"],
+                           Consent.resource == claims["aud"], Consent.tokens_revoked_at >= issued_at)
+            .label("disconnected"),
+            select(User.username).where(User.id == user_id).scalar_subquery().label("username"),
+        ]
+    row = session.execute(select(*columns)).one()._mapping
+    taken_back = bool(row["revoked"]) or not row["client_usable"] or bool(row.get("user_disabled")) \
+        or bool(row.get("disconnected"))
+    return AccessTokenInfo(claims, taken_back, row.get("username"))
 
 
 def refresh_token(session: Session, token: str) -> RefreshTokenInfo | None:

@@ -10,6 +10,7 @@ from authserver.audit.log import record
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.errors import CommitThenRaise, InvalidGrant, InvalidRequest, InvalidTarget
+from authserver.interaction import consents
 from authserver.oauth.params import Params, require, resource_param
 from authserver.oauth.pkce import verifier_matches
 from authserver.services import Services
@@ -49,8 +50,10 @@ def exchange(session: Session, services: Services, client: Client, params: Param
         raise InvalidGrant(INVALID_CODE, detail="the user is gone or disabled")
 
     issued = token_response(session, services, client=client, subject=str(user.id), user_id=user.id,
-                            resource=row.resource, scopes=row.scopes, auth_time=row.auth_time, now=now)
+                            resource=row.resource, scopes=row.scopes, auth_time=row.auth_time, now=now,
+                            stay_connected=row.stay_connected)
     codes.record_issued(session, row.code_hash, issued.access_jti, issued.access_expires_at, issued.family_id)
+    consents.touch(session, user.id, client.client_id, row.resource, now)
     record(session, "token.issued", actor=str(user.id), client_id=client.client_id, ip=ip,
            grant_type="authorization_code", resource=row.resource, scopes=row.scopes, jti=issued.access_jti,
            refresh_token="refresh_token" in issued.body)

@@ -44,7 +44,7 @@ def exchange(session: Session, services: Services, client: Client, params: Param
     if not scopes:
         raise InvalidScope("no scope requested and the client has no default scope for this resource")
     issued = token_response(session, services, client=client, subject=client.client_id, user_id=None,
-                            resource=uri, scopes=scopes, auth_time=None, now=utcnow(), with_refresh=False)
+                            resource=uri, scopes=scopes, auth_time=None, now=utcnow())
     record(session, "token.issued", actor=client.client_id, client_id=client.client_id, ip=ip,
            grant_type="client_credentials", resource=uri, scopes=scopes, jti=issued.access_jti)
     return issued.body
