@@ -41,7 +41,7 @@ class Client(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     # Dynamically registered clients that never complete a consent expire.
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
-    # Last token issued to it; written at most once a minute (see tokens.usage), so it is coarse.
+    # Last token issued to it; written at most once a minute (tokens.issue.mark_used), so it is coarse.
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @property

@@ -15,6 +15,14 @@ from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.access import issue_access_token
 
+# "Last used" in the console is coarse on purpose: one write a minute per client, not one per token.
+USAGE_RESOLUTION = timedelta(minutes=1)
+
+
+def mark_used(client: Client, now: datetime) -> None:
+    if client.last_used_at is None or now - client.last_used_at >= USAGE_RESOLUTION:
+        client.last_used_at = now
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -37,6 +45,7 @@ def token_response(session: Session, services: Services, *, client: Client, subj
     through sign-in whenever the short-lived access token expires.
     """
     settings = services.settings
+    mark_used(client, now)
     resource_scopes = [s for s in scopes if s != OFFLINE_ACCESS]
     access = issue_access_token(
         services.keys, issuer=settings.issuer, subject=subject, audience=resource, client_id=client.client_id,
