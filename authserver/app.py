@@ -42,6 +42,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.templates = templates(TEMPLATES, settings.issuer_path)
     install_error_handlers(app)
 
+    from authserver.account import routes as account
+    from authserver.admin import routes as admin
     from authserver.interaction import routes as interaction
     from authserver.oauth import discovery, introspection, registration, revocation, token
     from authserver.oauth.metadata import discovery_paths
@@ -55,6 +57,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(discovery.router(settings))
     app.include_router(interaction.router(services.cookies, registry), prefix=prefix)
     app.include_router(signin.router(services.cookies), prefix=prefix)
+    app.include_router(account.router(services.cookies), prefix=prefix)
+    app.include_router(admin.router(services.cookies), prefix=prefix)
     app.include_router(token.router(registry), prefix=prefix)
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(introspection.router(registry), prefix=prefix)

@@ -1,0 +1,1 @@
+"""The person's own account page (``/account``): connected apps, activity, password."""

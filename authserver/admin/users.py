@@ -1,0 +1,11 @@
+"""Console section: users (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from authserver.interaction.cookies import Cookies
+
+
+def router(cookies: Cookies) -> APIRouter:
+    return APIRouter()
