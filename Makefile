@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test lint fmt demo bench clean
+.PHONY: run test lint fmt demo bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ test: $(VENV)/.test-deps chromium $(TS_INTEROP)/node_modules/.package-lock.json
 # Hot-path load test against a real server on a throw-away SQLite database (see bench/bench.py --help).
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/bench.py
+
+# Page translations: extract the message ids (templates and N_() in code) and merge them into
+# authserver/locale/*/LC_MESSAGES/messages.po; then translate the new entries (tests/test_i18n.py
+# fails while one is missing). Catalogs are compiled in memory at start-up (authserver/web/i18n.py).
+messages: $(VENV)/.test-deps
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o $(VENV)/messages.pot .
+	$(BIN)/pybabel update -i $(VENV)/messages.pot -d authserver/locale --no-fuzzy-matching --ignore-obsolete
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -134,10 +134,13 @@ class AuthorizationError(Exception):
 class ErrorPage(Exception):
     """An error shown to the person, never redirected: unknown client, bad redirect URI, bad CSRF."""
 
-    def __init__(self, title: str, message: str, *, status_code: int = 400, detail: str | None = None) -> None:
+    def __init__(self, title: str, message: str, *, status_code: int = 400, detail: str | None = None,
+                 params: dict[str, str] | None = None) -> None:
+        """``title`` and ``message`` are message ids (English); ``params`` fill ``%(name)s`` after translation."""
         super().__init__(message)
         self.title = title
         self.message = message
+        self.params = params
         self.status_code = status_code
         self.detail = detail
 
@@ -173,7 +176,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # Titles and messages are message ids (marked with N_); the page is in the person's language.
         return templates.TemplateResponse(
             request, "error.html", {"title": gettext_for(request, exc.title),
-                                    "message": gettext_for(request, exc.message)},
+                                    "message": gettext_for(request, exc.message) % exc.params
+                                    if exc.params else gettext_for(request, exc.message)},
             status_code=exc.status_code, headers=NO_STORE,
         )
 

@@ -26,6 +26,7 @@ from authserver.oauth.authorize import AuthorizationParams
 from authserver.secrets import hash_secret, new_secret
 from authserver.settings import Settings
 from authserver.tokens import codes
+from authserver.web.i18n import N_
 
 CREATED, AUTHENTICATED, DONE = "created", "authenticated", "done"
 
@@ -45,8 +46,8 @@ def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: i
     return rid, row
 
 
-EXPIRED = ErrorPage("This request has expired",
-                    "This sign-in request is no longer valid. Go back to the application and start again.")
+EXPIRED = ErrorPage(N_("This request has expired"),
+                    N_("This sign-in request is no longer valid. Go back to the application and start again."))
 
 
 def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationRequest:
@@ -55,9 +56,9 @@ def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationReq
     if row is None or row.status == DONE or row.expires_at <= utcnow():
         raise EXPIRED
     if browser_id is None or hash_secret(browser_id) != row.browser_hash:
-        raise ErrorPage("Request from another browser",
-                        "This sign-in request was started in another browser or window. "
-                        "Go back to the application and start again.", status_code=403,
+        raise ErrorPage(N_("Request from another browser"),
+                        N_("This sign-in request was started in another browser or window. "
+                           "Go back to the application and start again."), status_code=403,
                         detail="browser binding cookie missing or different")
     return row
 

@@ -30,8 +30,9 @@ from authserver.services import Services
 from authserver.uris import is_loopback_uri
 from authserver.web.i18n import N_, gettext_for
 
-BAD_CSRF = ErrorPage("Form expired", "This form was not sent from this page, or it has expired. "
-                     "Go back to the application and start again.", status_code=403, detail="CSRF check failed")
+BAD_CSRF = ErrorPage(N_("Form expired"), N_("This form was not sent from this page, or it has expired. "
+                                             "Go back to the application and start again."),
+                     status_code=403, detail="CSRF check failed")
 
 
 def client_ip(request: Request) -> str | None:
@@ -52,7 +53,7 @@ async def authorization_params(request: Request) -> Params:
         try:
             return collect(await read_form_items(request))
         except InvalidRequest:
-            raise ErrorPage("Invalid request", "The request could not be read.") from None
+            raise ErrorPage(N_("Invalid request"), N_("The request could not be read.")) from None
     return collect(request.query_params.multi_items())
 
 
@@ -206,7 +207,8 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
             raise BAD_CSRF
         signed_in = sessions.current(session, cookies.session_id(request))
         if row.status != flow.AUTHENTICATED or signed_in is None or signed_in[1].id != row.user_id:
-            raise ErrorPage("Sign in again", "Your session changed. Go back to the application and start again.",
+            raise ErrorPage(N_("Sign in again"),
+                            N_("Your session changed. Go back to the application and start again."),
                             status_code=403, detail="consent without the signed-in user of the request")
         need = flow.consent_need(session, row)
         ip = client_ip(request)

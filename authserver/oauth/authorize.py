@@ -22,6 +22,7 @@ from authserver.oauth.pkce import challenge_problem
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.settings import Settings
 from authserver.uris import canonical_resource_uri, is_loopback_uri
+from authserver.web.i18n import N_
 
 KNOWN_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 
@@ -61,29 +62,33 @@ def redirect_uri_matches(registered: list[str], given: str) -> bool:
 def check_client_and_redirect(session: Session, registry: ClientRegistry, params: Params) -> tuple[Client, str, bool]:
     """The client and the redirect URI to answer on; any doubt is an error page, never a redirect."""
     if params.malformed:
-        raise ErrorPage("Invalid request", "The request contains characters no valid request has.")
+        raise ErrorPage(N_("Invalid request"), N_("The request contains characters no valid request has."))
     for name in ("client_id", "redirect_uri"):
         if name in params.repeated:
-            raise ErrorPage("Invalid request", f"The parameter {name} was sent more than once.")
+            raise ErrorPage(N_("Invalid request"), N_("The parameter %(name)s was sent more than once."),
+                            params={"name": name})
     client_id = params.optional("client_id")
     if client_id is None:
-        raise ErrorPage("Invalid request", "The request names no application (client_id is missing).")
+        raise ErrorPage(N_("Invalid request"), N_("The request names no application (client_id is missing)."))
     try:
         client = registry.find(session, client_id)
     except ClientLookupError as exc:
-        raise ErrorPage("Application not accepted", f"The application's published details were refused: {exc.public}",
+        raise ErrorPage(N_("Application not accepted"),
+                        N_("The application's published details were refused: %(reason)s"),
+                        params={"reason": exc.public},
                         detail=f"client metadata document {client_id!r}: {exc.public}") from None
     if client is None or client.disabled:
-        raise ErrorPage("Unknown application", "The application that sent you here is not registered.",
+        raise ErrorPage(N_("Unknown application"), N_("The application that sent you here is not registered."),
                         detail=f"unknown or disabled client_id {client_id!r}")
     given = params.optional("redirect_uri")
     if given is None:
         # OAuth 2.1 §4.1.1: optional only when exactly one redirect URI is registered.
         if len(client.redirect_uris) != 1:
-            raise ErrorPage("Invalid request", "The request does not say where to return (redirect_uri).")
+            raise ErrorPage(N_("Invalid request"), N_("The request does not say where to return (redirect_uri)."))
         return client, client.redirect_uris[0], False
     if not redirect_uri_matches(client.redirect_uris, given):
-        raise ErrorPage("Invalid redirect", "The application asked to return to an address it has not registered.",
+        raise ErrorPage(N_("Invalid redirect"),
+                        N_("The application asked to return to an address it has not registered."),
                         detail=f"redirect_uri {given!r} not registered for {client_id!r}")
     return client, given, True
 
