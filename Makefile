@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test lint fmt demo bench clean messages
+.PHONY: run test lint fmt demo bench clean messages screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench: $(VENV)/.test-deps
 messages: $(VENV)/.test-deps
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o $(VENV)/messages.pot .
 	$(BIN)/pybabel update -i $(VENV)/messages.pot -d authserver/locale --no-fuzzy-matching --ignore-obsolete
+
+# The README's pictures of the main pages (docs/screenshots/), taken in Debian's Chromium.
+screenshots: $(VENV)/.test-deps chromium
+	$(BIN)/python docs/screenshots.py
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from authserver.app import create_app
 from authserver.clients.models import Client
 from authserver.db import Database, utcnow
+from authserver.tokens.models import RefreshToken
 from authserver.tokens.purge import purge
 from tests.conftest import ISSUER, make_settings
 from tests.oauth_helpers import RESOURCE, authorize_params, count, exchange, pkce_pair, query, run_flow, seed
@@ -204,3 +205,25 @@ def test_cors_preflight_on_public_endpoints_only(client: TestClient) -> None:
         response = client.options(path, headers=headers)
         assert response.status_code == 204 and response.headers["access-control-allow-origin"] == "*"
     assert "access-control-allow-origin" not in client.options("/authorize", headers=headers).headers
+
+
+def test_expiry_never_removes_a_client_holding_a_live_refresh_token(client: TestClient, db: Database) -> None:
+    """Even when its expiry was never cleared (here: set again by hand), a client with a live
+    refresh token stays: purging it would cut off a person's working connection."""
+    seed(db)
+    registered = register(client).json()
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(registered["client_id"], challenge, redirect_uri=LOOPBACK))
+    tokens = exchange(client, query(location)["code"], verifier, registered["client_id"],
+                      redirect_uri=LOOPBACK).json()
+    assert tokens["refresh_token"]
+    with db.session() as s:
+        s.execute(update(Client).where(Client.client_id == registered["client_id"])
+                  .values(expires_at=utcnow() - timedelta(seconds=1)))
+    with db.session() as s:
+        assert purge(s, utcnow(), 10)["clients"] == 0
+    # Once its tokens are revoked, the rule applies again.
+    with db.session() as s:
+        s.execute(update(RefreshToken).values(revoked_at=utcnow()))
+    with db.session() as s:
+        assert purge(s, utcnow(), 10)["clients"] == 1
