@@ -1,0 +1,264 @@
+"""Tool-call reports (``POST /tool-calls``): who may report, which tokens count, what is stored.
+
+Tokens come from the real authorization-code flow (tests/oauth_helpers); attack tokens are
+minted with the app's own key ring or a stranger's key. Every test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from authserver.clients import repository as clients
+from authserver.db import Database
+from authserver.tokens.access import issue_access_token
+from tests.conftest import ISSUER
+from tests.oauth_helpers import (
+    OTHER_RESOURCE,
+    RESOURCE,
+    World,
+    authorize_params,
+    exchange,
+    pkce_pair,
+    query,
+    run_flow,
+    seed,
+    sql,
+    user_id,
+)
+
+PATH = "/tool-calls"
+SECRET_ARGUMENT = "Dinner with the oncologist"  # what a tool call's arguments might hold; never stored
+
+
+@dataclass
+class Setup:
+    world: World
+    rs: tuple[str, str]  # the calendar MCP server's introspecting client
+    token: str  # alice's access token for RESOURCE, issued to the public client
+
+
+def _client(db: Database, name: str, *, resources: list[str], can_introspect: bool = True,
+            public: bool = False) -> tuple[str, str]:
+    with db.session() as s:
+        created = clients.create_client(s, clients.NewClient(
+            name=name, public=public, grant_types=["authorization_code"] if public else ["client_credentials"],
+            redirect_uris=["https://rs.example.com/cb"] if public else [], resources=resources,
+            can_introspect=can_introspect))
+        return created.client.client_id, created.client_secret or ""
+
+
+def _access_token(client: TestClient, world: World) -> str:
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, scope="read:calendar write:calendar"))
+    response = exchange(client, query(location)["code"], verifier, world.public_id)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture
+def setup(client: TestClient, db: Database) -> Setup:
+    world = seed(db)
+    rs = _client(db, "Calendar MCP server", resources=[RESOURCE])
+    return Setup(world, rs, _access_token(client, world))
+
+
+def report(client: TestClient, auth: tuple[str, str] | None, body: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    return client.post(PATH, json=body, auth=auth, **kwargs)
+
+
+def good(token: str, **extra: Any) -> dict[str, Any]:
+    return {"token": token, "tool": "create_event", "outcome": "success", **extra}
+
+
+def rows(db: Database) -> list[tuple[Any, ...]]:
+    return sql(db, "SELECT event, outcome, actor, client_id, ip, detail FROM audit_events "
+                   "WHERE event = 'tool.called' ORDER BY id")
+
+
+def _detail(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def assert_refused(response: Any, db: Database, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert response.headers["cache-control"] == "no-store"
+    assert rows(db) == []
+
+
+def _mint(app: FastAPI, **overrides: Any) -> str:
+    now = int(time.time())
+    values: dict[str, Any] = {"issuer": ISSUER, "subject": "u1", "audience": RESOURCE, "client_id": "c1",
+                              "scopes": ["read:calendar"], "ttl": 300, "now": now}
+    values.update(overrides)
+    return issue_access_token(app.state.services.keys, **values).token
+
+
+# --------------------------------------------------------------------------- who may report
+
+
+def test_a_report_without_client_authentication_is_invalid_client(client: TestClient, db: Database,
+                                                                   setup: Setup) -> None:
+    response = report(client, None, good(setup.token))
+    assert_refused(response, db, 401, "invalid_client")
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_a_wrong_client_secret_is_invalid_client(client: TestClient, db: Database, setup: Setup) -> None:
+    assert_refused(report(client, (setup.rs[0], "not-the-secret"), good(setup.token)), db, 401, "invalid_client")
+
+
+def test_a_public_client_cannot_report(client: TestClient, db: Database, setup: Setup) -> None:
+    public_id, _ = _client(db, "Public RS", resources=[RESOURCE], public=True)
+    assert_refused(report(client, (public_id, ""), good(setup.token)), db, 401, "invalid_client")
+    # Claiming the public client_id with any secret is no better.
+    assert_refused(report(client, (public_id, "x"), good(setup.token)), db, 401, "invalid_client")
+
+
+def test_a_confidential_client_without_can_introspect_is_unauthorized(client: TestClient, db: Database,
+                                                                      setup: Setup) -> None:
+    plain = _client(db, "Not a resource server", resources=[RESOURCE], can_introspect=False)
+    assert_refused(report(client, plain, good(setup.token)), db, 403, "unauthorized_client")
+    # The token's own client (confidential, not introspecting) may not report either.
+    own = (setup.world.confidential_id, setup.world.confidential_secret)
+    assert_refused(report(client, own, good(setup.token)), db, 403, "unauthorized_client")
+
+
+def test_a_resource_server_cannot_report_tokens_of_a_resource_it_does_not_serve(
+        client: TestClient, db: Database, setup: Setup) -> None:
+    mail_rs = _client(db, "Mail MCP server", resources=[OTHER_RESOURCE])
+    response = report(client, mail_rs, good(setup.token))
+    assert_refused(response, db, 400, "invalid_token")
+    assert "resource" in response.json()["error_description"]
+
+
+# --------------------------------------------------------------------------- which tokens count
+
+
+def test_forged_unsigned_foreign_and_garbage_tokens_are_refused(client: TestClient, app: FastAPI, db: Database,
+                                                                setup: Setup) -> None:
+    claims = jwt.decode(setup.token, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(setup.token)["kid"]
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    forged = jwt.encode(claims, stranger, algorithm="ES256", headers={"typ": "at+jwt", "kid": kid})
+    header, payload, _ = setup.token.split(".")
+    none_header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "at+jwt", "kid": kid}).encode())
+    unsigned = f"{none_header.rstrip(b'=').decode()}.{payload}."
+    tampered_claims = {**claims, "aud": RESOURCE, "sub": "someone-else"}
+    tampered_payload = base64.urlsafe_b64encode(json.dumps(tampered_claims).encode()).rstrip(b"=").decode()
+    tampered = f"{header}.{tampered_payload}.{setup.token.split('.')[2]}"
+    foreign_issuer = _mint(app, issuer="https://evil.example.com")
+    for token in (forged, unsigned, tampered, foreign_issuer, "garbage", "a.b.c"):
+        response = report(client, setup.rs, good(token))
+        assert_refused(response, db, 400, "invalid_token")
+
+
+def test_a_token_expired_less_than_five_minutes_ago_still_backs_a_report(client: TestClient, app: FastAPI,
+                                                                         db: Database, setup: Setup) -> None:
+    expired = _mint(app, now=int(time.time()) - 400, ttl=300)  # expired 100 s ago
+    assert report(client, setup.rs, good(expired)).status_code == 204
+    assert len(rows(db)) == 1
+
+
+def test_a_token_expired_more_than_five_minutes_ago_is_refused(client: TestClient, app: FastAPI, db: Database,
+                                                               setup: Setup) -> None:
+    expired = _mint(app, now=int(time.time()) - 700, ttl=300)  # expired 400 s ago
+    assert_refused(report(client, setup.rs, good(expired)), db, 400, "invalid_token")
+
+
+# --------------------------------------------------------------------------- what the body may hold
+
+
+def test_arguments_and_other_unknown_fields_are_refused_and_nothing_is_stored(client: TestClient, db: Database,
+                                                                               setup: Setup) -> None:
+    for extra in ({"arguments": {"title": SECRET_ARGUMENT}}, {"result": SECRET_ARGUMENT}, {"jti": "x"}):
+        assert_refused(report(client, setup.rs, good(setup.token, **extra)), db, 400, "invalid_request")
+    assert SECRET_ARGUMENT not in json.dumps(sql(db, "SELECT * FROM audit_events"), default=str)
+
+
+@pytest.mark.parametrize("change", [
+    {"outcome": "maybe"}, {"tool": ""}, {"tool": "x" * 129}, {"tool": "create\u202eevent"}, {"tool": "a\nb"},
+    {"tool": 7}, {"at": "1700000000"}, {"at": True}, {"token": None},
+])
+def test_malformed_reports_are_invalid_request(client: TestClient, db: Database, setup: Setup,
+                                               change: dict[str, Any]) -> None:
+    assert_refused(report(client, setup.rs, {**good(setup.token), **change}), db, 400, "invalid_request")
+
+
+def test_a_report_that_is_not_json_is_invalid_request(client: TestClient, db: Database, setup: Setup) -> None:
+    as_form = client.post(PATH, data=good(setup.token), auth=setup.rs)
+    assert_refused(as_form, db, 400, "invalid_request")
+    broken = client.post(PATH, content=b"{not json", auth=setup.rs, headers={"content-type": "application/json"})
+    assert_refused(broken, db, 400, "invalid_request")
+
+
+def test_an_oversized_report_is_refused(client: TestClient, db: Database, setup: Setup) -> None:
+    body = json.dumps(good(setup.token, tool="t", padding="x" * 5000)).encode()
+    declared = client.post(PATH, content=body, auth=setup.rs, headers={"content-type": "application/json"})
+    assert_refused(declared, db, 413, "invalid_request")
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield body[:3000]
+        yield body[3000:]
+
+    streamed = client.post(PATH, content=chunks(), auth=setup.rs, headers={"content-type": "application/json"})
+    assert_refused(streamed, db, 413, "invalid_request")
+
+
+def test_a_call_time_far_in_the_future_or_before_the_token_is_refused(client: TestClient, db: Database,
+                                                                      setup: Setup) -> None:
+    iat = jwt.decode(setup.token, options={"verify_signature": False})["iat"]
+    for at in (time.time() + 3600, iat - 10):
+        assert_refused(report(client, setup.rs, good(setup.token, at=at)), db, 400, "invalid_request")
+
+
+# --------------------------------------------------------------------------- what is stored
+
+
+def test_a_good_report_stores_one_tool_called_event_linked_to_the_grant(client: TestClient, db: Database,
+                                                                        setup: Setup) -> None:
+    claims = jwt.decode(setup.token, options={"verify_signature": False})
+    at = int(time.time())
+    response = report(client, setup.rs, good(setup.token, at=at))
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    assert response.headers["cache-control"] == "no-store"
+
+    (event, outcome, actor, client_id, ip, detail), = rows(db)
+    alice = user_id(db, "alice")
+    assert (event, outcome, actor, client_id, ip) == ("tool.called", "success", alice, setup.world.public_id,
+                                                      "testclient")
+    from datetime import UTC, datetime
+    assert _detail(detail) == {"tool": "create_event", "tool_outcome": "success", "resource": RESOURCE,
+                               "jti": claims["jti"], "reported_by": setup.rs[0],
+                               "called_at": datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")}
+    everything = json.dumps(sql(db, "SELECT * FROM audit_events WHERE event = 'tool.called'"), default=str)
+    assert setup.token not in everything and setup.rs[1] not in everything
+
+    (last_used,), = sql(db, "SELECT last_used_at FROM consents WHERE client_id = :c", c=setup.world.public_id)
+    assert last_used is not None
+
+
+@pytest.mark.parametrize(("reported", "stored"), [("error", "failure"), ("denied", "failure")])
+def test_failed_and_denied_calls_are_stored_as_failures(client: TestClient, db: Database, setup: Setup,
+                                                        reported: str, stored: str) -> None:
+    body = {**good(setup.token), "outcome": reported, "tool": "list_events"}
+    assert report(client, setup.rs, body).status_code == 204
+    (_, outcome, _, _, _, detail), = rows(db)
+    assert outcome == stored and _detail(detail)["tool_outcome"] == reported
+    assert "called_at" in _detail(detail)  # default: now
+
+
+def test_the_metadata_advertises_the_tool_call_endpoint(client: TestClient) -> None:
+    metadata = client.get("/.well-known/oauth-authorization-server").json()
+    assert metadata["tool_call_endpoint"] == f"{ISSUER}{PATH}"
