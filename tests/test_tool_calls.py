@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from authserver.clients import repository as clients
 from authserver.db import Database
+from authserver.resource import ToolCallReporter, ToolCallReportMiddleware, VerifiedToken
+from authserver.resource.jsonrpc import failed_request_ids
+from authserver.resource.reporting import Outcome
 from authserver.tokens.access import issue_access_token
 from tests.conftest import ISSUER
+from tests.live import serve
 from tests.oauth_helpers import (
     OTHER_RESOURCE,
     RESOURCE,
@@ -262,3 +272,183 @@ def test_failed_and_denied_calls_are_stored_as_failures(client: TestClient, db: 
 def test_the_metadata_advertises_the_tool_call_endpoint(client: TestClient) -> None:
     metadata = client.get("/.well-known/oauth-authorization-server").json()
     assert metadata["tool_call_endpoint"] == f"{ISSUER}{PATH}"
+
+
+# --------------------------------------------------------------------------- the kit: outcome detection
+
+RS_RESOURCE = "http://127.0.0.1:8001/mcp"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RecordingReporter(ToolCallReporter):
+    """A real reporter whose ``report`` only records (what the middleware decided), sending nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:8000", "rs", "secret")
+        self.reports: list[tuple[str, str, str, int | None]] = []
+
+    def report(self, token: str, tool: str, outcome: Outcome, *, at: int | None = None) -> None:
+        self.reports.append((token, tool, outcome, at))
+
+
+def _result(request_id: Any, *, is_error: bool = False) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": SECRET_ARGUMENT}],
+                                                           "isError": is_error}}
+
+
+def _error(request_id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": "unknown tool"}}
+
+
+def _sse(*messages: dict[str, Any]) -> bytes:
+    return b"".join(b"event: message\r\ndata: " + json.dumps(m).encode() + b"\r\n\r\n" for m in messages)
+
+
+async def _mcp_endpoint(request: Request) -> Response:
+    """Answers each call as its tool name says: the shapes an MCP SDK produces."""
+    body = await request.body()
+    parsed = json.loads(body)
+    messages = parsed if isinstance(parsed, list) else [parsed]
+    calls = [(m["id"], m["params"]["name"]) for m in messages if m.get("method") == "tools/call"]
+    first = calls[0][1] if calls else ""
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+    if first == "forbidden":
+        return JSONResponse({"error": "insufficient_scope"}, status_code=403)
+    if first == "unauthorized":
+        return JSONResponse({"error": "invalid_token"}, status_code=401)
+    if first == "boom":
+        return JSONResponse({"error": "oops"}, status_code=500)
+    answers = [_error(i) if "rpc_error" in name else _result(i, is_error="tool_error" in name)
+               for i, name in calls]
+    if "sse" in first:
+        return Response(_sse(progress, *answers), media_type="text/event-stream")
+    if not calls:
+        return JSONResponse({"jsonrpc": "2.0", "id": parsed.get("id"), "result": {"tools": []}})
+    return JSONResponse(answers if isinstance(parsed, list) else answers[0])
+
+
+def _call(request_id: Any, name: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": name, "arguments": {"title": SECRET_ARGUMENT}}}
+
+
+@pytest.mark.anyio
+async def test_report_middleware_detects_outcomes_in_json_and_sse_responses() -> None:
+    reporter = RecordingReporter()
+    seen_bodies: list[bytes] = []
+
+    async def recording_endpoint(request: Request) -> Response:
+        seen_bodies.append(await request.body())
+        return await _mcp_endpoint(request)
+
+    inner = ToolCallReportMiddleware(Starlette(routes=[Route("/mcp", recording_endpoint, methods=["POST"])]),
+                                     reporter)
+    iat = int(time.time()) + 5  # the authorization server's clock runs a little ahead of ours
+
+    async def with_token(scope: Any, receive: Any, send: Any) -> None:  # what BearerAuthMiddleware leaves
+        scope.setdefault("state", {})["auth"] = VerifiedToken(
+            subject="alice", client_id="c1", scopes=("read:calendar",), audience=RS_RESOURCE,
+            expires_at=iat + 60, jti="j1", claims={"iat": iat})
+        await inner(scope, receive, send)
+
+    headers = {"authorization": "Bearer raw-token"}
+    cases: list[tuple[Any, list[tuple[str, str]]]] = [
+        (_call(1, "ok"), [("ok", "success")]),
+        (_call(2, "tool_error"), [("tool_error", "error")]),
+        (_call("a", "rpc_error"), [("rpc_error", "error")]),
+        (_call(3, "sse_ok"), [("sse_ok", "success")]),
+        (_call(4, "sse_tool_error"), [("sse_tool_error", "error")]),
+        (_call(5, "forbidden"), [("forbidden", "denied")]),
+        (_call(6, "unauthorized"), [("unauthorized", "denied")]),
+        (_call(7, "boom"), [("boom", "error")]),
+        ([_call(8, "ok"), {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, _call(10, "rpc_error")],
+         [("ok", "success"), ("rpc_error", "error")]),
+        ([_call(11, "sse_batch"), _call(12, "tool_error")], [("sse_batch", "success"), ("tool_error", "error")]),
+        ({"jsonrpc": "2.0", "id": 13, "method": "tools/list"}, []),
+    ]
+    transport, transport_base = httpx.ASGITransport(app=with_token), "http://127.0.0.1:8001"
+    async with httpx.AsyncClient(transport=transport, base_url=transport_base) as c:
+        for body, expected in cases:
+            reporter.reports.clear()
+            content = json.dumps(body).encode()
+            response = await c.post("/mcp", content=content, headers=headers)
+            assert response.status_code in (200, 401, 403, 500)
+            assert [(tool, outcome) for _, tool, outcome, _ in reporter.reports] == expected, body
+            assert all(token == "raw-token" and at == iat for token, _, _, at in reporter.reports)
+            assert seen_bodies[-1] == content  # replayed to the app unchanged
+        # No verified token (not behind BearerAuthMiddleware): nothing to report.
+        reporter.reports.clear()
+        bare = ToolCallReportMiddleware(Starlette(routes=[Route("/mcp", _mcp_endpoint, methods=["POST"])]), reporter)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url=transport_base) as plain:
+            assert (await plain.post("/mcp", json=_call(1, "ok"), headers=headers)).status_code == 200
+        assert reporter.reports == []
+
+
+def test_sse_scan_judges_only_complete_events() -> None:
+    body = _sse(_result(1)) + b"data: " + json.dumps(_error(2)).encode()[:20]
+    assert failed_request_ids("text/event-stream", body) == []
+    multi = b'data: {"jsonrpc": "2.0", "id": 3,\ndata:  "error": {"code": 1}}\n\n'
+    assert failed_request_ids("text/event-stream; charset=utf-8", multi) == [3]
+    assert failed_request_ids("application/json", b"not json") == []
+
+
+# --------------------------------------------------------------------------- the kit: sending
+
+
+@dataclass
+class Receiver:
+    """A stand-in authorization server endpoint over real HTTP: records each report, answers from a script."""
+
+    answers: list[int]
+    received: list[tuple[str, dict[str, Any]]]
+
+    def app(self, base: str) -> Starlette:
+        async def endpoint(request: Request) -> Response:
+            self.received.append((request.headers.get("authorization", ""), json.loads(await request.body())))
+            return Response(status_code=self.answers.pop(0) if self.answers else 204)
+
+        async def metadata(request: Request) -> JSONResponse:
+            return JSONResponse({"issuer": base, "tool_call_endpoint": f"{base}/custom/tool-calls"})
+
+        return Starlette(routes=[Route("/custom/tool-calls", endpoint, methods=["POST"]),
+                                 Route("/.well-known/oauth-authorization-server", metadata)])
+
+
+@pytest.mark.anyio
+async def test_reporter_discovers_the_endpoint_retries_once_and_never_logs_the_token(
+        caplog: pytest.LogCaptureFixture) -> None:
+    receiver = Receiver(answers=[503, 204, 400, 500, 500], received=[])
+    with serve(receiver.app) as base:
+        reporter = ToolCallReporter(base, "rs:cal", "s3cret", timeout=2)
+        with caplog.at_level(logging.DEBUG, logger="authserver.resource.reporting"):
+            reporter.report("tok-1", "list_events", "success", at=1700000000)
+            reporter.report("tok-2", "create_event", "denied")
+            reporter.report("tok-3", "create_event", "error")
+            await reporter.aclose(timeout=10)
+    assert [body["token"] for _, body in receiver.received] == ["tok-1", "tok-1", "tok-2", "tok-3", "tok-3"]
+    assert receiver.received[0][1] == {"token": "tok-1", "tool": "list_events", "outcome": "success",
+                                       "at": 1700000000}
+    assert receiver.received[0][0] == "Basic " + base64.b64encode(b"rs%3Acal:s3cret").decode()
+    assert {"token", "tool", "outcome", "at"} == set(receiver.received[2][1])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and "HTTP 400" in warnings[0] and "HTTP 500" in warnings[1]
+    assert not any("tok-" in r.getMessage() or "s3cret" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_reporter_drops_reports_when_the_queue_is_full_and_survives_an_unreachable_server(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reporter = ToolCallReporter("http://127.0.0.1:9", "rs", "secret", endpoint="http://127.0.0.1:9/tool-calls",
+                                timeout=0.5, max_queue=2)
+    with caplog.at_level(logging.WARNING, logger="authserver.resource.reporting"):
+        for _ in range(5):
+            reporter.report("tok", "list_events", "success")  # returns at once
+        assert reporter.dropped >= 2
+        await reporter.aclose(timeout=10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("queue is full" in m for m in messages) and any("not accepted" in m for m in messages)
+    assert not any("tok" in m.replace("tool-call", "") for m in messages)
