@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pytest
@@ -24,13 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from authserver.app import create_app
 from authserver.clients import repository as clients
 from authserver.db import Database
 from authserver.resource import ToolCallReporter, ToolCallReportMiddleware, VerifiedToken
 from authserver.resource.jsonrpc import failed_request_ids
 from authserver.resource.reporting import Outcome
 from authserver.tokens.access import issue_access_token
-from tests.conftest import ISSUER
+from tests.conftest import ISSUER, make_settings
 from tests.live import serve
 from tests.oauth_helpers import (
     OTHER_RESOURCE,
@@ -452,3 +454,63 @@ async def test_reporter_drops_reports_when_the_queue_is_full_and_survives_an_unr
     messages = [r.getMessage() for r in caplog.records]
     assert any("queue is full" in m for m in messages) and any("not accepted" in m for m in messages)
     assert not any("tok" in m.replace("tool-call", "") for m in messages)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.anyio
+async def test_the_calendar_demo_reports_its_tool_calls_end_to_end(db_url: str, db: Database) -> None:
+    """Real uvicorn servers: authserver, and the calendar demo with its reporter; the official MCP SDK client."""
+    from mcp.client.auth import OAuthClientProvider
+
+    from examples.calendar_mcp.seed import MCP_CLIENT_ID
+    from examples.calendar_mcp.seed import seed as seed_demo
+    from examples.calendar_mcp.server import create_app as create_calendar_app
+    from tests.test_mcp_sdk_e2e import (
+        PASSWORD,
+        USERNAME,
+        HeadlessBrowser,
+        MemoryStorage,
+        Stack,
+        Wire,
+        _client_metadata,
+        mcp_client,
+    )
+
+    def calendar(base: str) -> Any:
+        resource = f"{base}/mcp"
+        seeded = seed_demo(db, resource, username=USERNAME, password=PASSWORD, rotate_client_secret=True)
+        assert seeded.client_secret
+        reporter = ToolCallReporter(issuer, seeded.client_id, seeded.client_secret)
+        return create_calendar_app(issuer, resource, reporter=reporter)
+
+    with serve(lambda base: create_app(make_settings(db_url, issuer=base), db=db)) as issuer, \
+            serve(calendar) as mcp_base:
+        stack = Stack(issuer, f"{mcp_base}/mcp", db, cimd_base="")
+        browser, storage, wire = HeadlessBrowser(issuer), MemoryStorage(), Wire()
+        provider = OAuthClientProvider(server_url=stack.resource, client_metadata=_client_metadata(),
+                                       storage=storage, redirect_handler=browser.redirect_handler,
+                                       callback_handler=browser.callback_handler)
+        async with browser.http, mcp_client(stack, provider, wire, "auto") as client:
+            assert not (await client.call_tool("list_events", {})).is_error
+            # 403 insufficient_scope, the SDK steps up, then the call succeeds.
+            created = await client.call_tool("create_event", {"title": SECRET_ARGUMENT,
+                                                              "start": "2030-01-07T09:00:00Z"})
+            assert not created.is_error
+        deadline = time.monotonic() + 5
+        while len(rows(db)) < 3 and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+    found = rows(db)
+    assert [(_detail(d)["tool"], _detail(d)["tool_outcome"], outcome) for _, outcome, _, _, _, d in found] == [
+        ("list_events", "success", "success"), ("create_event", "denied", "failure"),
+        ("create_event", "success", "success")]
+    assert storage.client_info is not None
+    alice = user_id(db, USERNAME)
+    for _, _, actor, client_id, _, detail in found:
+        assert (actor, client_id) == (alice, storage.client_info.client_id)
+        assert _detail(detail)["reported_by"] == MCP_CLIENT_ID
+        assert _detail(detail)["resource"] == stack.resource
+    assert SECRET_ARGUMENT not in json.dumps(sql(db, "SELECT * FROM audit_events"), default=str)
+    (last_used,), = sql(db, "SELECT last_used_at FROM consents WHERE client_id = :c", c=storage.client_info.client_id)
+    assert last_used is not None
