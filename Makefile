@@ -33,11 +33,15 @@ run: $(VENV)/.run-deps
 	$(BIN)/authserver serve
 
 # The calendar MCP server (examples/calendar_mcp) beside authserver, on the same database as `make run`.
+# The first seed run gives the demo server's own client a fresh secret (CALENDAR_MCP_CLIENT_ID/SECRET,
+# exported to it) so it reports tool calls; the second prints the summary once both servers answer.
 DEMO_AS  := http://127.0.0.1:8000
 DEMO_MCP := http://127.0.0.1:8001/mcp
 demo: $(VENV)/.demo-deps
 	$(BIN)/authserver init
-	@trap 'kill $$as $$mcp 2>/dev/null; wait' EXIT INT TERM; \
+	@client=$$(AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/python -m examples.calendar_mcp.seed --resource $(DEMO_MCP) \
+	  --client-env) || exit 1; set -a; eval "$$client"; set +a; \
+	trap 'kill $$as $$mcp 2>/dev/null; wait' EXIT INT TERM; \
 	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/authserver serve --port 8000 & as=$$!; \
 	$(BIN)/python -m examples.calendar_mcp --issuer $(DEMO_AS) --resource $(DEMO_MCP) & mcp=$$!; \
 	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/python -m examples.calendar_mcp.seed --resource $(DEMO_MCP) \

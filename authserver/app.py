@@ -45,7 +45,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.account import routes as account
     from authserver.admin import routes as admin
     from authserver.interaction import routes as interaction
-    from authserver.oauth import discovery, introspection, registration, revocation, token
+    from authserver.oauth import discovery, introspection, registration, revocation, token, tool_calls
     from authserver.oauth.metadata import discovery_paths
     from authserver.oauth.registry import ClientRegistry
     from authserver.web import signin
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(token.router(registry), prefix=prefix)
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(introspection.router(registry), prefix=prefix)
+    app.include_router(tool_calls.router(registry), prefix=prefix)
     if settings.registration != "off":
         app.include_router(registration.router(services), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -273,6 +273,19 @@ def test_expired_token_is_refused(keys: KeyRing) -> None:
     assert decode_access_token(keys, just_expired, issuer=ISSUER, leeway=30) is not None
 
 
+def test_expired_for_accepts_a_recently_expired_token_and_relaxes_nothing_else(keys: KeyRing) -> None:
+    recently = _issue(keys, now=int(time.time()) - 400, ttl=300)  # expired 100 s ago
+    assert decode_access_token(keys, recently, issuer=ISSUER) is None
+    assert decode_access_token(keys, recently, issuer=ISSUER, expired_for=300) is not None
+    long_ago = _issue(keys, now=int(time.time()) - 700, ttl=300)  # expired 400 s ago
+    assert decode_access_token(keys, long_ago, issuer=ISSUER, expired_for=300) is None
+    signing = keys.snapshot().signing
+    future = jwt.encode({**_claims(), "nbf": int(time.time()) + 200}, signing.private_key, algorithm="ES256",
+                        headers={"typ": "at+jwt", "kid": signing.kid})
+    assert decode_access_token(keys, future, issuer=ISSUER, expired_for=300) is None
+    assert decode_access_token(keys, _issue(keys), issuer="https://other.example.com", expired_for=300) is None
+
+
 def test_token_for_another_issuer_or_missing_claims_is_refused(keys: KeyRing) -> None:
     assert decode_access_token(keys, _issue(keys), issuer="https://other.example.com") is None
     signing = keys.snapshot().signing

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from authserver.db import affected
 from authserver.interaction.models import Consent
 
 
@@ -58,3 +59,12 @@ def touch(session: Session, user_id: uuid.UUID, client_id: str, resource: str, n
 
 def for_user(session: Session, user_id: uuid.UUID) -> list[Consent]:
     return list(session.scalars(select(Consent).where(Consent.user_id == user_id).order_by(Consent.updated_at.desc())))
+
+
+def mark_used(session: Session, user_id: uuid.UUID, client_id: str, resource: str, now: datetime) -> bool:
+    """Record that the grant was just used (a reported tool call); False when there is no such consent."""
+    result = session.execute(update(Consent).where(
+        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource,
+    ).values(last_used_at=now, updated_at=Consent.updated_at)  # use is not a change: keep updated_at
+        .execution_options(synchronize_session=False))
+    return affected(result) > 0

@@ -34,6 +34,8 @@ def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, An
         "revocation_endpoint": e("/revoke"),
         "introspection_endpoint": e("/introspect"),
         "jwks_uri": e("/jwks.json"),
+        # Extension field (RFC 8414 §2 allows them): where resource servers report tool calls.
+        "tool_call_endpoint": e("/tool-calls"),
         "scopes_supported": [*public_scopes, "offline_access"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

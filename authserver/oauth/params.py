@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 from fastapi import Request
@@ -10,6 +11,7 @@ from authserver.errors import AppError, InvalidRequest, InvalidTarget
 from authserver.uris import canonical_resource_uri
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
 
 
 class Params(dict[str, str]):
@@ -46,6 +48,12 @@ def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
 
 
+def has_control_or_format_characters(value: str) -> bool:
+    """Any Unicode control (Cc, NUL included) or formatting character (Cf: bidirectional overrides,
+    zero-width joiners), which can disguise a name shown to a person."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value)
+
+
 async def read_form_items(request: Request, max_fields: int = 100) -> list[tuple[str, object]]:
     """The form's items; a body the parser refuses (too many fields, malformed) is ``invalid_request``."""
     try:
@@ -61,6 +69,24 @@ async def read_form(request: Request) -> Params:
     if content_type != FORM_TYPE:
         raise InvalidRequest(f"the request body must be {FORM_TYPE}")
     return collect(await read_form_items(request))
+
+
+async def read_json_bytes(request: Request, max_bytes: int) -> bytes:
+    """The raw body of a small JSON endpoint: ``application/json`` only, at most ``max_bytes``
+    (413 in the shape of ``middleware.BodyLimit``, whether or not Content-Length is sent)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON_TYPE:
+        raise InvalidRequest(f"the request body must be {JSON_TYPE}")
+    too_large = InvalidRequest("request body too large", status_code=413)
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
 
 
 def reject_repeated(params: Params) -> None:

@@ -26,6 +26,7 @@ Requests without a valid token get 401 with
 ``WWW-Authenticate: Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
 scope="mcp:tools"``; the metadata document is served there (and at the host-level
 well-known URL) without a token. With the official SDK, see ``authserver.resource.mcp_sdk``.
+To show people which tools ran under their grant (opt-in), see ``authserver.resource.reporting``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from authserver.resource.metadata import (
     resource_metadata_url,
 )
 from authserver.resource.middleware import BearerAuthMiddleware
+from authserver.resource.reporting import ToolCallReporter, ToolCallReportMiddleware
 from authserver.resource.verifier import BearerVerifier, IntrospectionMode, VerifiedToken
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ __all__ = [
     "IntrospectionMode",
     "InvalidTokenError",
     "McpTokenVerifier",
+    "ToolCallReportMiddleware",
+    "ToolCallReporter",
     "VerifiedToken",
     "authorization_server_metadata_url",
     "mcp_auth_settings",

@@ -106,9 +106,9 @@ class Fetcher:
             return await _send(client, build, what, self._max_bytes)
 
     def _build(self, method: str, url: str, *, data: dict[str, str] | None = None,
-               headers: dict[str, str] | None = None) -> httpx.Request:
+               json_body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> httpx.Request:
         return httpx.Request(
-            method, url, data=data,
+            method, url, data=data, json=json_body,
             headers={"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})},
             extensions={"timeout": httpx.Timeout(self._timeout).as_dict()},
         )
@@ -127,3 +127,8 @@ class Fetcher:
         if response.status_code != 200:
             return response.status_code, {}
         return response.status_code, _json_object(body, what)
+
+    async def post_json(self, url: str, document: dict[str, Any], headers: dict[str, str], what: str) -> int:
+        """POST a JSON object; the status answered (the body is read, bounded, and discarded)."""
+        response, _ = await self._request(self._build("POST", url, json_body=document, headers=headers), what)
+        return response.status_code

@@ -7,6 +7,7 @@ scope exp iat nbf jti auth_time``. ``aud`` is a single string: the resource URI 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +44,15 @@ def issue_access_token(keys: KeyRing, *, issuer: str, subject: str, audience: st
     return IssuedAccessToken(token, jti, ttl, claims)
 
 
-def decode_access_token(keys: KeyRing, token: str, *, issuer: str, leeway: int = 0) -> dict[str, Any] | None:
+def decode_access_token(keys: KeyRing, token: str, *, issuer: str, leeway: int = 0,
+                        expired_for: int = 0) -> dict[str, Any] | None:
     """The claims of a token we signed and that is still valid, else None.
 
     Only ES256 with one of our published kids is accepted, so ``alg: none``, HMAC
-    confusion and foreign keys all fail before any signature math.
+    confusion and foreign keys all fail before any signature math. ``leeway`` is clock
+    skew for every time claim; ``expired_for`` also accepts a token that expired at most
+    that many seconds ago (a report about a call made while it was valid) without
+    relaxing ``iat``/``nbf`` or anything else.
     """
     try:
         header = jwt.get_unverified_header(token)
@@ -61,8 +66,13 @@ def decode_access_token(keys: KeyRing, token: str, *, issuer: str, leeway: int =
     try:
         claims: dict[str, Any] = jwt.decode(
             token, key, algorithms=[ALG], issuer=issuer, leeway=leeway,
-            options={"verify_aud": False, "require": ["exp", "iat", "iss", "sub", "aud", "jti", "client_id"]},
+            options={"verify_aud": False, "verify_exp": expired_for == 0,
+                     "require": ["exp", "iat", "iss", "sub", "aud", "jti", "client_id"]},
         )
     except jwt.PyJWTError:
         return None
+    if expired_for:
+        exp = claims["exp"]
+        if not isinstance(exp, int) or isinstance(exp, bool) or exp <= time.time() - leeway - expired_for:
+            return None
     return claims

@@ -13,6 +13,12 @@ Run (see ``make demo``, which also seeds the authorization server)::
 Settings come from the command line, else ``CALENDAR_MCP_ISSUER`` (else ``AUTHSERVER_ISSUER``),
 ``CALENDAR_MCP_RESOURCE``, ``CALENDAR_MCP_HOST`` and ``CALENDAR_MCP_PORT`` (default: the
 resource URL's port).
+
+Tool-call reports (opt-in, on in ``make demo``): given this server's own client
+(``--report-client-id``/``--report-client-secret``, else ``CALENDAR_MCP_CLIENT_ID`` and
+``CALENDAR_MCP_CLIENT_SECRET``; ``seed.py`` creates it), each tool call's name, outcome and time
+are reported to authserver with the token it was made under, never its arguments or results (see
+``authserver.resource.reporting``). The person then sees them on their account page.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
-from authserver.resource import BearerAuthMiddleware, BearerVerifier, protected_resource_routes
+from authserver.resource import (
+    BearerAuthMiddleware,
+    BearerVerifier,
+    ToolCallReporter,
+    ToolCallReportMiddleware,
+    protected_resource_routes,
+)
 from examples.calendar_mcp.tool_scopes import ToolScopeMiddleware
 
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
@@ -81,15 +93,22 @@ def build_server(calendar: Calendar) -> MCPServer:
     return server
 
 
-def create_app(issuer: str, resource: str, *, calendar: Calendar | None = None) -> ASGIApp:
-    """The protected ASGI app: MCP at the resource URL's path, its RFC 9728 metadata beside it."""
+def create_app(issuer: str, resource: str, *, calendar: Calendar | None = None,
+               reporter: ToolCallReporter | None = None) -> ASGIApp:
+    """The protected ASGI app: MCP at the resource URL's path, its RFC 9728 metadata beside it.
+
+    With a ``reporter``, every tool call is reported to authserver (outside the per-tool scope
+    gate, so a step-up refusal is reported as ``denied``).
+    """
     server = build_server(calendar or Calendar())
     url = urlsplit(resource)
     # -- "Protect your MCP server" in the README is the next five lines --
     verifier = BearerVerifier(issuer=issuer, resource=resource)
     app = server.streamable_http_app(streamable_http_path=url.path or "/", host=url.hostname or "")
     app.router.routes.extend(protected_resource_routes(resource, issuer, scopes_supported=[READ, WRITE]))
-    gate = ToolScopeMiddleware(app, {"list_events": [READ], "create_event": [WRITE]}, resource=resource)
+    gate: ASGIApp = ToolScopeMiddleware(app, {"list_events": [READ], "create_event": [WRITE]}, resource=resource)
+    if reporter is not None:
+        gate = ToolCallReportMiddleware(gate, reporter)
     return BearerAuthMiddleware(gate, verifier, required_scopes=[READ])
 
 
@@ -105,9 +124,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default=env("CALENDAR_MCP_HOST", "127.0.0.1"), help="listen address")
     parser.add_argument("--port", type=int, default=env("CALENDAR_MCP_PORT"),
                         help="listen port (default: the resource URL's port)")
+    parser.add_argument("--report-client-id", default=env("CALENDAR_MCP_CLIENT_ID"),
+                        help="this server's confidential client at authserver, to report tool calls with")
+    parser.add_argument("--report-client-secret", default=env("CALENDAR_MCP_CLIENT_SECRET"),
+                        help="its secret (prefer the environment variable: arguments show up in ps)")
     args = parser.parse_args(argv)
     port = args.port or urlsplit(args.resource).port or 8001
-    uvicorn.run(create_app(args.issuer, args.resource), host=args.host, port=port, server_header=False)
+    reporter = None
+    if args.report_client_id and args.report_client_secret:
+        reporter = ToolCallReporter(args.issuer, args.report_client_id, args.report_client_secret)
+    elif args.report_client_id or args.report_client_secret:
+        parser.error("tool-call reports need both --report-client-id and --report-client-secret")
+    app = create_app(args.issuer, args.resource, reporter=reporter)
+    uvicorn.run(app, host=args.host, port=port, server_header=False)
 
 
 if __name__ == "__main__":

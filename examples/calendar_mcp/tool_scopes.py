@@ -10,8 +10,9 @@ cannot come from inside a tool (by then the SDK has answered 200 or opened an ev
 
 ``ToolScopeMiddleware`` therefore sits between the kit's middleware and the SDK's
 ``streamable_http_app()``: it reads the POSTed JSON-RPC body (bounded, then replayed to the
-SDK unchanged), and for each ``tools/call`` compares the tool's scopes with the verified token
-the kit left in ``scope["state"]["auth"]``. The body is authoritative: the ``Mcp-Name`` header
+SDK unchanged, with the kit's ``authserver.resource.jsonrpc`` helpers), and for each
+``tools/call`` compares the tool's scopes with the verified token the kit left in
+``scope["state"]["auth"]``. The body is authoritative: the ``Mcp-Name`` header
 of newer protocol revisions only mirrors it, and the SDK rejects a mismatch anyway.
 
 It also hands the verified token to the SDK as its own principal (``scope["user"]``, and the
@@ -30,12 +31,12 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authserver.resource import VerifiedToken, resource_metadata_url
+from authserver.resource.jsonrpc import MAX_BODY_BYTES, called_tools, read_body, replay
 
 STATE_KEY = "auth"  # where BearerAuthMiddleware puts the VerifiedToken
-MAX_BODY_BYTES = 4 * 1024 * 1024  # the SDK's own default limit for one POST
 
 
 def _quote(value: str) -> str:
@@ -44,22 +45,6 @@ def _quote(value: str) -> str:
 
 def _union(*groups: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(s for group in groups for s in group))
-
-
-def called_tools(body: bytes) -> list[str]:
-    """Names of the tools a JSON-RPC POST body calls (a single message or a batch); [] when none or not JSON."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return []  # the SDK answers with a JSON-RPC parse error
-    messages = parsed if isinstance(parsed, list) else [parsed]
-    names = []
-    for message in messages:
-        if isinstance(message, dict) and message.get("method") == "tools/call":
-            params = message.get("params")
-            name = params.get("name") if isinstance(params, dict) else None
-            names.append(name if isinstance(name, str) else "")
-    return names
 
 
 class ToolScopeMiddleware:
@@ -85,16 +70,19 @@ class ToolScopeMiddleware:
             return
         verified: VerifiedToken | None = scope.get("state", {}).get(STATE_KEY)
         if scope["method"] == "POST":
-            body = await self._read_body(receive, send)
-            if body is None:
-                return  # answered (too large) or the client went away
+            body = await read_body(receive, self.max_body_bytes)
+            if body.disconnected:
+                return  # the client went away
+            if not body.complete:
+                await _respond(send, 413, {"error": "request_too_large"}, [])
+                return
             granted = set(verified.scopes) if verified else set()
-            for tool in called_tools(body):
+            for tool in called_tools(body.data):
                 missing = [s for s in self.tool_scopes.get(tool, ()) if s not in granted]
                 if missing:
                     await self._insufficient_scope(send, tool, verified, missing)
                     return
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
         if verified is None:
             await self.app(scope, receive, send)
             return
@@ -106,22 +94,6 @@ class ToolScopeMiddleware:
         finally:
             auth_context_var.reset(reset)
 
-    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _respond(send, 413, {"error": "request_too_large"}, [])
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     async def _insufficient_scope(self, send: Send, tool: str, verified: VerifiedToken | None,
                                   missing: list[str]) -> None:
         held = [s for s in (verified.scopes if verified else ()) if s in self.known_scopes]
@@ -131,20 +103,6 @@ class ToolScopeMiddleware:
         body = {"error": "insufficient_scope",
                 "error_description": f"the tool {tool!r} needs the scope {' '.join(missing)}"}
         await _respond(send, 403, body, [(b"www-authenticate", f"Bearer {challenge}".encode("latin-1"))])
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the already-read body once, then defers to the real one (disconnects)."""
-    pending = True
-
-    async def replay() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _sdk_access_token(verified: VerifiedToken, scope: Scope) -> AccessToken:
