@@ -182,6 +182,12 @@ def test_a_token_expired_less_than_five_minutes_ago_still_backs_a_report(client:
     assert len(rows(db)) == 1
 
 
+def test_a_call_time_after_the_token_expired_is_refused(client: TestClient, app: FastAPI, db: Database,
+                                                       setup: Setup) -> None:
+    expired = _mint(app, now=int(time.time()) - 400, ttl=300)  # expired 100 s ago
+    assert_refused(report(client, setup.rs, good(expired, at=time.time())), db, 400, "invalid_request")
+
+
 def test_a_token_expired_more_than_five_minutes_ago_is_refused(client: TestClient, app: FastAPI, db: Database,
                                                                setup: Setup) -> None:
     expired = _mint(app, now=int(time.time()) - 700, ttl=300)  # expired 400 s ago

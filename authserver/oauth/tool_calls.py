@@ -15,7 +15,8 @@ server already sends the same tokens to ``/introspect``; this asks for no more t
 Why expired tokens are accepted for a while (``EXPIRED_GRACE``): the call ran while the token was
 valid, and the report is sent afterwards, from a queue, with a retry; a token that expired during
 that time still proves the call. Nothing else is relaxed: signature, ``alg``, ``typ``, issuer and
-the ``iat``/``nbf`` checks are those of every access token, and ``at`` may not predate ``iat``.
+the ``iat``/``nbf`` checks are those of every access token, and ``at`` must lie within the token's
+lifetime (``iat`` to ``exp``, with the clock skew allowed).
 
 Why arguments and results are never accepted: they are the person's data (event titles, email
 text), and an audit log that people and operators read must not become a second copy of it. The
@@ -131,13 +132,15 @@ def require_token_for_callers_resource(services: Services, caller: Client, token
 
 
 def call_time(at: float | None, claims: dict[str, Any], now: float) -> float:
-    """``at``, or now; never more than ``FUTURE_SKEW`` ahead of us, never before the token existed."""
+    """``at``, or now; never more than ``FUTURE_SKEW`` ahead of us, never outside the token's lifetime."""
     if at is None:
         return now
     if at > now + FUTURE_SKEW:
         raise InvalidRequest(f"'at' is more than {FUTURE_SKEW} seconds in the future")
     if at < claims["iat"]:
         raise InvalidRequest("'at' is before the token was issued")
+    if at > claims["exp"] + FUTURE_SKEW:
+        raise InvalidRequest("'at' is after the token expired: no call can have been made with it then")
     return at
 
 
