@@ -55,10 +55,12 @@ def change(session: Session, user: User, session_value: str, *, current: str, ne
     errors = _new_password_errors(new, confirm)
     actor = str(user.id)
     if _throttled(session, actor, ip, now):
-        audit.record(session, "password.change_failed", actor=actor, ip=ip, reason="throttled")
+        audit.record(session, "password.change_failed", actor=actor, ip=ip, outcome=audit.FAILURE,
+                     reason="throttled")
         return PasswordChange({"current": TOO_MANY, **errors})
     if len(current) > MAX_LENGTH or users.authenticate(session, user.username, current) is None:
-        audit.record(session, "password.change_failed", actor=actor, ip=ip, reason="wrong current password")
+        audit.record(session, "password.change_failed", actor=actor, ip=ip, outcome=audit.FAILURE,
+                     reason="wrong current password")
         return PasswordChange({"current": WRONG_CURRENT, **errors})
     if errors:
         return PasswordChange(errors)
