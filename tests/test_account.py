@@ -144,8 +144,9 @@ def disconnect(client: TestClient, client_id: str, resource: str = RESOURCE):  #
 
 
 def consent_of(db: Database, world: World, username: str = "alice", resource: str = RESOURCE) -> Consent | None:
+    person = uuid.UUID(user_id(db, username))  # before the unit of work: SQLite has one writer at a time
     with db.session() as s:
-        return consents.find(s, uuid.UUID(user_id(db, username)), world.confidential_id, resource)
+        return consents.find(s, person, world.confidential_id, resource)
 
 
 def text_of(page_html: str) -> str:
@@ -365,8 +366,9 @@ def test_disconnecting_twice_is_not_found_the_second_time(client: TestClient, wo
 def tool_called(db: Database, username: str, client_id: str, tool: str, *, outcome: str = "success",
                 resource: str = RESOURCE, called_at: str = "2026-01-02T03:04:05Z") -> None:
     """A tool call as the MCP server reports it (the tool-call reports' contract)."""
+    actor = user_id(db, username)  # before the unit of work: SQLite has one writer at a time
     with db.session() as s:
-        record(s, "tool.called", actor=user_id(db, username), client_id=client_id,
+        record(s, "tool.called", actor=actor, client_id=client_id,
                outcome="success" if outcome == "success" else "failure", tool=tool, tool_outcome=outcome,
                resource=resource, jti="jti-1", reported_by="rs-client", called_at=called_at)
 
@@ -406,8 +408,9 @@ def test_activity_shows_only_the_persons_own_rows(client: TestClient, db: Databa
     connect(client, world, username="alice")
     tool_called(db, "alice", world.confidential_id, "alice_tool")
     tool_called(db, "bob", world.confidential_id, "bobs_private_tool")
+    bob = user_id(db, "bob")
     with db.session() as s:
-        record(s, "login.failed", actor=user_id(db, "bob"), ip="203.0.113.9")
+        record(s, "login.failed", actor=bob, ip="203.0.113.9")
     alice_text = text_of(client.get("/account/activity").text)
     assert "alice_tool" in alice_text
     assert "bobs_private_tool" not in alice_text and "203.0.113.9" not in alice_text
@@ -427,9 +430,10 @@ def test_activity_falls_back_to_ids_for_deleted_apps_and_servers(client: TestCli
 
 def test_activity_is_paged_by_fifty_newest_first(client: TestClient, db: Database, world: World) -> None:
     signed_in(client)  # one sign-in row
+    alice = user_id(db, "alice")
     with db.session() as s:
         for n in range(109):
-            record(s, "tool.called", actor=user_id(db, "alice"), client_id=world.confidential_id,
+            record(s, "tool.called", actor=alice, client_id=world.confidential_id,
                    tool=f"tool_{n:03d}", tool_outcome="success", resource=RESOURCE,
                    called_at="2026-01-02T03:04:05+00:00")
     seen: list[str] = []
