@@ -6,9 +6,11 @@ event exists exactly when its change does. Never put a secret in ``detail``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from authserver.audit.models import AuditEvent
@@ -34,3 +36,19 @@ def recent(session: Session, limit: int = 100, event: str | None = None) -> list
     if event:
         query = query.where(AuditEvent.event == event)
     return list(session.scalars(query))
+
+
+def by_actor(session: Session, actor: str, events: Iterable[str], *, before: int | None = None,
+             limit: int = 50) -> list[AuditEvent]:
+    """One person's events of the given kinds, newest first; ``before`` an id (keyset pages)."""
+    query = (select(AuditEvent).where(AuditEvent.actor == actor, AuditEvent.event.in_(list(events)))
+             .order_by(AuditEvent.id.desc()).limit(limit))
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    return list(session.scalars(query))
+
+
+def count_since(session: Session, event: str, since: datetime, *, actor: str) -> int:
+    """How many ``event`` rows ``actor`` caused after ``since`` (throttling counts from the log, on every node)."""
+    return session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.event == event, AuditEvent.actor == actor, AuditEvent.at > since)) or 0

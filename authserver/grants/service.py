@@ -1,10 +1,14 @@
 """Connected apps and disconnecting them.
 
 Disconnecting ends the grant at once on every node: its refresh families are revoked in the
-database, the remembered consent is forgotten (the next authorization asks again), and the
-consent row keeps ``tokens_revoked_at`` so introspection reports every access token issued
-under the grant up to that moment as inactive (``tokens.lookup``). Resource servers that
-verify JWTs locally only see it when the short-lived token expires, as with any revocation.
+database, the remembered consent is forgotten (the next authorization asks again), and
+introspection reports every access token issued under the grant up to that moment as
+inactive (``tokens.lookup``). That takes two rules, because ``iat`` has whole seconds: the
+consent row keeps ``tokens_revoked_at``, a cut-off for tokens issued in an earlier second,
+and the tokens of the last hour are deny-listed by ``jti`` (from the grant's codes and refresh
+tokens), which alone can tell a token issued just before the disconnect from one issued just
+after a new consent in the same second. Resource servers that verify JWTs locally only see it
+when the short-lived token expires, as with any revocation.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.errors import NotFound
 from authserver.interaction.models import Consent
-from authserver.tokens import refresh
+from authserver.tokens import codes, refresh
 from authserver.tokens.models import RefreshToken
 
 
@@ -56,9 +60,10 @@ def connected_apps(session: Session, user_id: uuid.UUID, now: datetime) -> list[
         .where(Consent.user_id == user_id)
     ).all()
     live = _live_families(session, now, RefreshToken.user_id == user_id)
-    last_refresh = dict(session.execute(
-        select(RefreshToken.client_id + "\x00" + RefreshToken.resource, func.max(RefreshToken.created_at))
-        .where(RefreshToken.user_id == user_id).group_by(RefreshToken.client_id, RefreshToken.resource)).all())
+    # Keys are built here, not in SQL: PostgreSQL text cannot hold the NUL a separator would need.
+    last_refresh = {(client_id, resource): at for client_id, resource, at in session.execute(
+        select(RefreshToken.client_id, RefreshToken.resource, func.max(RefreshToken.created_at))
+        .where(RefreshToken.user_id == user_id).group_by(RefreshToken.client_id, RefreshToken.resource)).all()}
     names = {n for consent, _, _ in rows for n in consent.scopes}
     registered = catalog.get_scopes(session, names)
     apps = []
@@ -66,7 +71,7 @@ def connected_apps(session: Session, user_id: uuid.UUID, now: datetime) -> list[
         scopes = [s for s in consent.scopes if s != OFFLINE_ACCESS]
         if not scopes:
             continue  # disconnected (or never more than "stay connected")
-        key = f"{consent.client_id}\x00{consent.resource}"
+        key = (consent.client_id, consent.resource)
         used = [t for t in (consent.last_used_at, last_refresh.get(key)) if t is not None]
         views = [ScopeView(s, registered[s].description if s in registered else s,
                            bool(registered[s].write) if s in registered else False) for s in scopes]
@@ -78,13 +83,13 @@ def connected_apps(session: Session, user_id: uuid.UUID, now: datetime) -> list[
     return sorted(apps, key=lambda a: a.last_used_at or a.granted_at, reverse=True)
 
 
-def _live_families(session: Session, now: datetime, *where: object) -> dict[str, int]:
+def _live_families(session: Session, now: datetime, *where: object) -> dict[tuple[str, str], int]:
     rows = session.execute(
         select(RefreshToken.client_id, RefreshToken.resource, func.count(func.distinct(RefreshToken.family_id)))
         .where(RefreshToken.revoked_at.is_(None), RefreshToken.rotated_at.is_(None),
                RefreshToken.expires_at > now, RefreshToken.family_expires_at > now, *where)  # type: ignore[arg-type]
         .group_by(RefreshToken.client_id, RefreshToken.resource)).all()
-    return {f"{client_id}\x00{resource}": n for client_id, resource, n in rows}
+    return {(client_id, resource): n for client_id, resource, n in rows}
 
 
 def live_grants_by_client(session: Session, client_ids: list[str], now: datetime) -> dict[str, int]:
@@ -108,6 +113,8 @@ def disconnect(session: Session, user_id: uuid.UUID, client_id: str, resource: s
         raise NotFound("no such connected app")
     families = revoke_refresh_families(session, now, RefreshToken.user_id == user_id,
                                        RefreshToken.client_id == client_id, RefreshToken.resource == resource)
+    for jti, expires_at in codes.issued_access_tokens(session, user_id, client_id, resource, now):
+        refresh.deny_access_token(session, jti, expires_at, now)
     forgotten = [s for s in consent.scopes if s != OFFLINE_ACCESS]
     consent.scopes = []
     consent.stay_connected = True

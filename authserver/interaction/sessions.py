@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from authserver.db import utcnow
+from authserver.db import affected, utcnow
 from authserver.interaction.models import LoginSession
 from authserver.secrets import hash_secret, new_secret
 from authserver.users.models import User
@@ -35,3 +36,9 @@ def current(session: Session, value: str | None, now: datetime | None = None) ->
 
 def end(session: Session, value: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.id_hash == hash_secret(value)))
+
+
+def end_others(session: Session, user_id: uuid.UUID, keep_value: str) -> int:
+    """End every session of the person but the one whose cookie is ``keep_value``; how many ended."""
+    return affected(session.execute(delete(LoginSession).where(
+        LoginSession.user_id == user_id, LoginSession.id_hash != hash_secret(keep_value))))

@@ -60,3 +60,17 @@ def record_issued(session: Session, code_hash: str, access_jti: str, access_expi
                   family_id: uuid.UUID | None) -> None:
     session.execute(update(AuthorizationCode).where(AuthorizationCode.code_hash == code_hash).values(
         access_jti=access_jti, access_expires_at=access_expires_at, family_id=family_id))
+
+
+def issued_access_tokens(session: Session, user_id: uuid.UUID, client_id: str, resource: str,
+                         now: datetime) -> list[tuple[str, datetime]]:
+    """``(jti, expiry)`` of still-unexpired access tokens that codes of this grant were exchanged for.
+
+    Used codes are kept an hour past their expiry (``purge.CODE_KEEP``), so this finds every
+    token issued in the last hour, the recent ones a time-based cut-off cannot tell apart.
+    """
+    rows = session.execute(select(AuthorizationCode.access_jti, AuthorizationCode.access_expires_at).where(
+        AuthorizationCode.user_id == user_id, AuthorizationCode.client_id == client_id,
+        AuthorizationCode.resource == resource, AuthorizationCode.access_jti.is_not(None),
+        AuthorizationCode.access_expires_at > now)).all()
+    return [(jti, expires_at) for jti, expires_at in rows if jti and expires_at]

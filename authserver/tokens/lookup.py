@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -17,6 +17,8 @@ from authserver.tokens import refresh
 from authserver.tokens.access import decode_access_token
 from authserver.tokens.models import RefreshToken, RevokedAccessToken
 from authserver.users.models import User
+
+ONE_SECOND = timedelta(seconds=1)  # the resolution of ``iat``
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,12 @@ def access_token(session: Session, services: Services, token: str) -> AccessToke
     """A valid, unexpired access token we signed, with whether it was taken back, in one round trip.
 
     Taken back: its ``jti`` is deny-listed; its client is disabled or gone; its person is
-    disabled; or the person disconnected the app (the grant's ``tokens_revoked_at`` is at or
-    after the token's ``iat``). Each of these holds at once on every node.
+    disabled; or the person disconnected the app (the grant's ``tokens_revoked_at`` is after
+    the whole second of the token's ``iat``). Each of these holds at once on every node.
+
+    ``iat`` has whole seconds, so a token issued in the very second of the disconnect may be
+    older or newer than it: the cut-off leaves it alone (a new consent's first token must
+    work), and ``grants.disconnect`` deny-lists the old ones of that second by ``jti``.
     """
     claims = decode_access_token(services.keys, token, issuer=services.settings.issuer)
     if claims is None:
@@ -58,7 +64,7 @@ def access_token(session: Session, services: Services, token: str) -> AccessToke
         columns += [
             exists().where(User.id == user_id, User.disabled.is_(True)).label("user_disabled"),
             exists().where(Consent.user_id == user_id, Consent.client_id == claims["client_id"],
-                           Consent.resource == claims["aud"], Consent.tokens_revoked_at >= issued_at)
+                           Consent.resource == claims["aud"], Consent.tokens_revoked_at >= issued_at + ONE_SECOND)
             .label("disconnected"),
             select(User.username).where(User.id == user_id).scalar_subquery().label("username"),
         ]
