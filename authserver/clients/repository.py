@@ -8,6 +8,7 @@ their fields; the exception's message is the first problem, for the CLI.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +81,10 @@ class _Valid:
         return self.auth_method == "none"
 
 
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
+
+
 def _validate(session: Session, spec: NewClient, *, self_registered: bool = False) -> _Valid:
     errors: dict[str, str] = {}
     name = spec.name.strip()
@@ -87,6 +92,9 @@ def _validate(session: Session, spec: NewClient, *, self_registered: bool = Fals
         errors["name"] = "a client needs a name: it is shown on the consent page"
     elif len(name) > 200:
         errors["name"] = "a client name has at most 200 characters"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        # As at registration: control or bidirectional-override characters can disguise a name.
+        errors["name"] = "a client name must not contain control or formatting characters"
     grant_types = list(dict.fromkeys(spec.grant_types))
     supported = SELF_REGISTERED_GRANTS if self_registered else GRANT_TYPES
     unsupported = [g for g in grant_types if g not in supported]
@@ -107,13 +115,16 @@ def _validate(session: Session, spec: NewClient, *, self_registered: bool = Fals
             errors.setdefault("redirect_uris", str(exc))
     if "authorization_code" in grant_types and not redirect_uris and "redirect_uris" not in errors:
         errors["redirect_uris"] = "the authorization_code grant needs at least one --redirect-uri"
+    # Names with control characters are no names we know (and PostgreSQL text cannot hold NUL).
     scopes = [s for s in dict.fromkeys(spec.scopes) if s != OFFLINE_ACCESS]
-    registered = catalog.get_scopes(session, scopes)
+    registered = catalog.get_scopes(session, [s for s in scopes if not _has_control(s)])
     missing = [s for s in scopes if s not in registered]
     if missing:
         errors["scopes"] = f"unknown scope {missing[0]!r}"
     resources: list[str] = []
     try:
+        if any(_has_control(uri) for uri in spec.resources):
+            raise AppError("malformed resource URI")
         resources = catalog.require_resources(session, spec.resources)
     except AppError as exc:
         errors["resources"] = str(exc)
@@ -196,7 +207,8 @@ def list_clients(session: Session) -> list[Client]:
 
 def count_by_kind(session: Session) -> dict[str, int]:
     """Clients per kind, every kind present (zero when none)."""
-    counts = dict(session.execute(select(Client.kind, func.count()).group_by(Client.kind)).tuples().all())
+    counts: dict[str, int] = {kind: n for kind, n in session.execute(
+        select(Client.kind, func.count()).group_by(Client.kind))}
     return {kind: counts.get(kind, 0) for kind in KINDS}
 
 
