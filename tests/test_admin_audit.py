@@ -153,3 +153,8 @@ def test_dashboard_counts_and_recent_events(app: FastAPI, admin: TestClient, db:
     assert counts["failed sign-ins"] == 1  # the seeded one; not the 2-day-old one
     assert page.text.count('<td class="event">') == 20  # the latest 20 only
     assert set(re.findall(r'<td class="event"><code>([a-z_.]+)</code>', page.text)) == {"test.bulk"}
+
+
+def test_out_of_range_cursors_are_the_first_page(admin: TestClient) -> None:
+    assert shown(admin, before=str(10**30)) == shown(admin)
+    assert admin.get("/admin/clients", params={"page": str(10**30)}).status_code == 200

@@ -110,10 +110,12 @@ def read_query(session: Session, params: Mapping[str, str], now: datetime) -> Au
 
 
 def _before(value: str | None) -> int | None:
+    """A keyset cursor; anything that is no 64-bit id (SQLite would overflow) means the first page."""
     try:
-        return int(value) if value else None
+        before = int(value) if value else None
     except ValueError:
         return None
+    return before if before is not None and 0 < before < 2**63 else None
 
 
 def router(cookies: Cookies) -> APIRouter:

@@ -132,9 +132,12 @@ def _secret_page(request: Request, cookies: Cookies, who: SignedIn, client: Clie
         "detail_url": client_url(request, "detail", client.client_id)}, who=who)
 
 
+MAX_PAGE = 1_000_000  # keeps OFFSET within a 64-bit integer on every backend
+
+
 def _int(value: str | None, default: int) -> int:
     try:
-        return max(int(value or default), 1)
+        return min(max(int(value or default), 1), MAX_PAGE)
     except ValueError:
         return default
 
