@@ -11,11 +11,13 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
-    # No inline script anywhere; pages work without JavaScript. `form-action` is left
-    # out on purpose: browsers apply it to the redirect that follows a consent POST,
+    # No inline script anywhere; pages work without JavaScript. Script files of our own
+    # (`script-src 'self'`: the console's Copy button) only enhance a page. `form-action` is
+    # left out on purpose: browsers apply it to the redirect that follows a consent POST,
     # which must go to the client's (registered) redirect URI.
     (b"content-security-policy",
-     b"default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+     b"base-uri 'none'"),
 ]
 
 

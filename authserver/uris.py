@@ -10,7 +10,7 @@ from authserver.settings import is_loopback_host
 
 def check_redirect_uri(uri: str) -> str:
     """A redirect URI must be https, or http on a loopback host (RFC 8252 §7.3); no fragment."""
-    if not uri or any(ch.isspace() for ch in uri):
+    if not uri or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
         raise AppError(f"malformed redirect URI {uri!r}")
     try:
         parts = urlsplit(uri)

@@ -9,7 +9,8 @@ from authserver.interaction.cookies import Cookies
 
 
 def router(cookies: Cookies) -> APIRouter:
-    api = APIRouter(prefix="/admin")
+    api = APIRouter()
     for section in (dashboard, clients, catalog, users, keys, policy, audit_log):
-        api.include_router(section.router(cookies))
+        # The prefix goes on each section, so the dashboard can be ``/admin`` itself (path "").
+        api.include_router(section.router(cookies), prefix="/admin")
     return api

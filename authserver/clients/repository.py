@@ -1,11 +1,19 @@
-"""Clients: creation with validated redirect URIs and allow-lists, secrets stored as hashes."""
+"""Clients: creation and change with validated redirect URIs and allow-lists, secrets stored as hashes.
+
+``create_client`` and ``update_client`` share one validation (``_validate``) so the console's edit
+form can never store what creation would refuse. It checks every field and reports each problem
+under its field's name (``ClientRuleError.errors``), so a form can show all of them at once next to
+their fields; the exception's message is the first problem, for the CLI.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from authserver.catalog import repository as catalog
@@ -14,7 +22,22 @@ from authserver.clients.models import AUTH_METHODS, GRANT_TYPES, Client
 from authserver.db import affected
 from authserver.errors import AppError, NotFound
 from authserver.secrets import hash_secret, new_secret
+from authserver.tokens import refresh
+from authserver.tokens.models import RefreshToken
 from authserver.uris import check_redirect_uri, is_loopback_uri
+
+KINDS = ("static", "dynamic", "metadata")
+SELF_REGISTERED_KINDS = ("dynamic", "metadata")
+# What RFC 7591 registration lets a client ask for (clients.registration); an edit keeps to it.
+SELF_REGISTERED_GRANTS = ("authorization_code", "refresh_token")
+
+
+class ClientRuleError(AppError):
+    """One or more fields broke a rule: ``errors`` maps each field name to its problem."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(next(iter(errors.values())))
+        self.errors = errors
 
 
 @dataclass
@@ -40,45 +63,129 @@ class CreatedClient:
     client_secret: str | None  # shown once, never stored
 
 
-def create_client(session: Session, spec: NewClient) -> CreatedClient:
-    if not spec.name.strip():
-        raise AppError("a client needs a name: it is shown on the consent page")
+@dataclass(frozen=True)
+class _Valid:
+    """A spec that passed every rule, normalised (duplicates dropped, resources canonical)."""
+
+    name: str
+    auth_method: str
+    grant_types: list[str]
+    redirect_uris: list[str]
+    scopes: list[str]
+    resources: list[str]
+    default_scopes: list[str]
+    application_type: str
+
+    @property
+    def public(self) -> bool:
+        return self.auth_method == "none"
+
+
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
+
+
+def _validate(session: Session, spec: NewClient, *, self_registered: bool = False) -> _Valid:
+    errors: dict[str, str] = {}
+    name = spec.name.strip()
+    if not name:
+        errors["name"] = "a client needs a name: it is shown on the consent page"
+    elif len(name) > 200:
+        errors["name"] = "a client name has at most 200 characters"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        # As at registration: control or bidirectional-override characters can disguise a name.
+        errors["name"] = "a client name must not contain control or formatting characters"
     grant_types = list(dict.fromkeys(spec.grant_types))
-    for grant in grant_types:
-        if grant not in GRANT_TYPES:
-            raise AppError(f"unsupported grant type {grant!r} (supported: {', '.join(GRANT_TYPES)})")
+    supported = SELF_REGISTERED_GRANTS if self_registered else GRANT_TYPES
+    unsupported = [g for g in grant_types if g not in supported]
+    if unsupported:
+        errors["grant_types"] = f"unsupported grant type {unsupported[0]!r} (supported: {', '.join(supported)})"
+    elif not grant_types:
+        errors["grant_types"] = "a client needs at least one grant type"
     auth_method = spec.auth_method or ("none" if spec.public else "client_secret_basic")
     if auth_method not in AUTH_METHODS:
-        raise AppError(f"unsupported token endpoint auth method {auth_method!r}")
-    public = auth_method == "none"
-    if public and "client_credentials" in grant_types:
-        raise AppError("a public client cannot use client_credentials")
-    redirect_uris = [check_redirect_uri(uri) for uri in dict.fromkeys(spec.redirect_uris)]
-    if "authorization_code" in grant_types and not redirect_uris:
-        raise AppError("the authorization_code grant needs at least one --redirect-uri")
+        errors["auth_method"] = f"unsupported token endpoint auth method {auth_method!r}"
+    elif auth_method == "none" and "client_credentials" in grant_types:
+        errors["grant_types"] = "a public client cannot use client_credentials"
+    redirect_uris: list[str] = []
+    for uri in dict.fromkeys(spec.redirect_uris):
+        try:
+            redirect_uris.append(check_redirect_uri(uri))
+        except AppError as exc:
+            errors.setdefault("redirect_uris", str(exc))
+    if "authorization_code" in grant_types and not redirect_uris and "redirect_uris" not in errors:
+        errors["redirect_uris"] = "the authorization_code grant needs at least one --redirect-uri"
+    # Names with control characters are no names we know (and PostgreSQL text cannot hold NUL).
     scopes = [s for s in dict.fromkeys(spec.scopes) if s != OFFLINE_ACCESS]
-    catalog.require_scopes(session, scopes)
-    resources = catalog.require_resources(session, spec.resources)
+    registered = catalog.get_scopes(session, [s for s in scopes if not _has_control(s)])
+    missing = [s for s in scopes if s not in registered]
+    if missing:
+        errors["scopes"] = f"unknown scope {missing[0]!r}"
+    resources: list[str] = []
+    try:
+        if any(_has_control(uri) for uri in spec.resources):
+            raise AppError("malformed resource URI")
+        resources = catalog.require_resources(session, spec.resources)
+    except AppError as exc:
+        errors["resources"] = str(exc)
     defaults = spec.default_scopes
     if defaults is None:
-        registered = catalog.get_scopes(session, scopes)
-        defaults = [s for s in scopes if not registered[s].write]  # least privilege: read-only
+        defaults = [s for s in scopes if s in registered and not registered[s].write]  # least privilege
     elif not set(defaults) <= set(scopes):
-        raise AppError("default scopes must be among the client's allowed scopes")
-    client_id = spec.client_id or new_secret(16)
-    if session.get(Client, client_id) is not None:
-        raise AppError(f"client {client_id!r} already exists")
-    secret = None if public else new_secret(32)
+        errors["default_scopes"] = "default scopes must be among the client's allowed scopes"
+    if errors:
+        raise ClientRuleError(errors)
     application_type = spec.application_type or (
         "native" if redirect_uris and all(is_loopback_uri(u) for u in redirect_uris) else "web")
+    return _Valid(name, auth_method, grant_types, redirect_uris, scopes, resources, list(defaults), application_type)
+
+
+def create_client(session: Session, spec: NewClient) -> CreatedClient:
+    valid = _validate(session, spec)
+    client_id = spec.client_id or new_secret(16)
+    if session.get(Client, client_id) is not None:
+        raise ClientRuleError({"client_id": f"client {client_id!r} already exists"})
+    secret = None if valid.public else new_secret(32)
     client = Client(
-        client_id=client_id, name=spec.name.strip(), kind=spec.kind,
+        client_id=client_id, name=valid.name, kind=spec.kind,
         secret_hash=hash_secret(secret) if secret else None,
-        token_endpoint_auth_method=auth_method, application_type=application_type,
-        redirect_uris=redirect_uris, grant_types=grant_types, scopes=scopes, resources=resources,
-        default_scopes=list(defaults), can_introspect=spec.can_introspect, verified=spec.verified,
+        token_endpoint_auth_method=valid.auth_method, application_type=valid.application_type,
+        redirect_uris=valid.redirect_uris, grant_types=valid.grant_types, scopes=valid.scopes,
+        resources=valid.resources, default_scopes=valid.default_scopes, can_introspect=spec.can_introspect,
+        verified=spec.verified,
     )
     session.add(client)
+    session.flush()
+    return CreatedClient(client, secret)
+
+
+def update_client(session: Session, client_id: str, spec: NewClient) -> CreatedClient:
+    """Change a client under the rules of ``create_client``.
+
+    A client that becomes confidential gets a new secret (returned, shown once); one that becomes
+    public loses its secret. Default scopes follow the same rule as at creation. A metadata-document
+    client is refused: its document is authoritative and would overwrite the edit at the next fetch.
+    Kind, ``client_id`` and ``verified`` never change here.
+    """
+    client = require(session, client_id)
+    if client.kind == "metadata":
+        raise AppError("a metadata-document client is defined by its document; it cannot be edited here")
+    valid = _validate(session, spec, self_registered=client.self_registered)
+    secret = None
+    if valid.public:
+        client.secret_hash = None
+    elif client.secret_hash is None:
+        secret = new_secret(32)
+        client.secret_hash = hash_secret(secret)
+    client.name = valid.name
+    client.token_endpoint_auth_method = valid.auth_method
+    client.application_type = valid.application_type
+    client.redirect_uris = valid.redirect_uris
+    client.grant_types = valid.grant_types
+    client.scopes = valid.scopes
+    client.resources = valid.resources
+    client.default_scopes = valid.default_scopes
+    client.can_introspect = spec.can_introspect
     session.flush()
     return CreatedClient(client, secret)
 
@@ -98,9 +205,89 @@ def list_clients(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.created_at, Client.client_id)))
 
 
+def count_by_kind(session: Session) -> dict[str, int]:
+    """Clients per kind, every kind present (zero when none)."""
+    counts: dict[str, int] = {kind: n for kind, n in session.execute(
+        select(Client.kind, func.count()).group_by(Client.kind))}
+    return {kind: counts.get(kind, 0) for kind in KINDS}
+
+
+@dataclass(frozen=True)
+class ClientQuery:
+    """The console's client list: a substring of the name or client_id, a kind, a state."""
+
+    search: str = ""
+    kind: str = ""  # one of KINDS, or "" for all
+    state: str = ""  # "active", "disabled", "unused" (never issued a token), or "" for all
+
+
+STATES = ("active", "disabled", "unused")
+
+
+def _conditions(query: ClientQuery) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if query.search:
+        needle = query.search.lower()
+        where.append(or_(func.lower(Client.name).contains(needle, autoescape=True),
+                         func.lower(Client.client_id).contains(needle, autoescape=True)))
+    if query.kind in KINDS:
+        where.append(Client.kind == query.kind)
+    if query.state == "active":
+        where.append(Client.disabled.is_(False))
+    elif query.state == "disabled":
+        where.append(Client.disabled.is_(True))
+    elif query.state == "unused":
+        where.append(Client.last_used_at.is_(None))
+    return where
+
+
+def search_clients(session: Session, query: ClientQuery, *, offset: int, limit: int) -> tuple[list[Client], int]:
+    """One page of matching clients, newest first, and how many match in all."""
+    where = _conditions(query)
+    total = session.scalar(select(func.count()).select_from(Client).where(*where)) or 0
+    rows = session.scalars(select(Client).where(*where).order_by(Client.created_at.desc(), Client.client_id)
+                           .offset(offset).limit(limit))
+    return list(rows), total
+
+
+def _stale(now: datetime, cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The clean-up rule: self-registered, created before ``cutoff``, not used since, and holding no
+    live refresh token (never used implies none). Static clients are the operator's and never match.
+
+    A live refresh token always protects its client, even one never marked used, as in
+    ``tokens.purge``: deleting it would cut off a person's working connection.
+    """
+    return (Client.kind.in_(SELF_REGISTERED_KINDS), Client.created_at < cutoff,
+            or_(Client.last_used_at.is_(None), Client.last_used_at < cutoff),
+            ~exists().where(RefreshToken.client_id == Client.client_id, *refresh.live(now)))
+
+
+def stale_clients(session: Session, now: datetime, cutoff: datetime) -> list[Client]:
+    return list(session.scalars(select(Client).where(*_stale(now, cutoff))
+                                .order_by(Client.created_at, Client.client_id)))
+
+
+def delete_stale_clients(session: Session, now: datetime, cutoff: datetime) -> list[str]:
+    """Delete what ``stale_clients`` lists, decided again by the DELETE itself; the ids deleted.
+
+    One statement, so a client that gets a refresh token meanwhile is kept.
+    """
+    result = session.execute(delete(Client).where(*_stale(now, cutoff)).returning(Client.client_id))
+    return sorted(result.scalars().all())
+
+
 def delete_client(session: Session, client_id: str) -> None:
     if affected(session.execute(delete(Client).where(Client.client_id == client_id))) != 1:
         raise NotFound(f"no client {client_id!r}")
+
+
+def set_disabled(session: Session, client_id: str, disabled: bool) -> Client:
+    """A disabled client is refused at /authorize and at client authentication (so its refresh
+    tokens stop working), and introspection reports its access tokens inactive; enabling it
+    again restores all of that, since nothing was revoked."""
+    client = require(session, client_id)
+    client.disabled = disabled
+    return client
 
 
 def rotate_secret(session: Session, client_id: str) -> str:

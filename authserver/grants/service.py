@@ -130,3 +130,26 @@ def revoke_refresh_families(session: Session, now: datetime, *where: object) -> 
     for family_id in family_ids:
         refresh.revoke_family(session, family_id, now)
     return len(family_ids)
+
+
+def live_grant_count(session: Session, now: datetime) -> int:
+    """Live refresh families across all clients (the dashboard's "active grants")."""
+    return session.scalar(select(func.count(func.distinct(RefreshToken.family_id)))
+                          .where(*refresh.live(now))) or 0
+
+
+@dataclass(frozen=True)
+class ClientFootprint:
+    """What deleting a client takes with it (the database cascades; this is what the operator is told)."""
+
+    consents: int
+    refresh_families: int
+    live_refresh_families: int
+
+
+def client_footprint(session: Session, client_id: str, now: datetime) -> ClientFootprint:
+    consents = session.scalar(select(func.count()).select_from(Consent).where(Consent.client_id == client_id)) or 0
+    families = session.scalar(select(func.count(func.distinct(RefreshToken.family_id)))
+                              .where(RefreshToken.client_id == client_id)) or 0
+    live = live_grants_by_client(session, [client_id], now).get(client_id, 0)
+    return ClientFootprint(consents, families, live)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -72,3 +72,9 @@ def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
         if jti and expires_at:
             deny_access_token(session, jti, expires_at, now)
     return len(members)
+
+
+def live(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of a refresh token that can still be used: what makes a grant "live"."""
+    return (RefreshToken.revoked_at.is_(None), RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now,
+            RefreshToken.family_expires_at > now)

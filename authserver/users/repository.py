@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -76,3 +77,16 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user
+
+
+def usernames(session: Session, user_ids: Iterable[str]) -> dict[str, str]:
+    """Usernames by user id (as text, as audit events carry them); strings that are no user id are skipped."""
+    ids = set()
+    for value in user_ids:
+        try:
+            ids.add(uuid.UUID(value))
+        except (ValueError, TypeError):
+            continue
+    if not ids:
+        return {}
+    return {str(i): name for i, name in session.execute(select(User.id, User.username).where(User.id.in_(ids)))}
