@@ -6,9 +6,11 @@ event exists exactly when its change does. Never put a secret in ``detail``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from authserver.audit.models import AuditEvent
@@ -34,3 +36,14 @@ def recent(session: Session, limit: int = 100, event: str | None = None) -> list
     if event:
         query = query.where(AuditEvent.event == event)
     return list(session.scalars(query))
+
+
+def last_at(session: Session, event: str, actors: Iterable[str]) -> dict[str, datetime]:
+    """Actor → the time of their latest ``event`` (e.g. each person's last ``login.succeeded``)."""
+    actors = list(actors)
+    if not actors:
+        return {}
+    rows = session.execute(select(AuditEvent.actor, func.max(AuditEvent.at))
+                           .where(AuditEvent.event == event, AuditEvent.actor.in_(actors))
+                           .group_by(AuditEvent.actor))
+    return {actor: at for actor, at in rows if actor is not None and at is not None}

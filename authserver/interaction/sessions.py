@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from authserver.db import utcnow
+from authserver.db import affected, utcnow
 from authserver.interaction.models import LoginSession
 from authserver.secrets import hash_secret, new_secret
 from authserver.users.models import User
@@ -35,3 +36,8 @@ def current(session: Session, value: str | None, now: datetime | None = None) ->
 
 def end(session: Session, value: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.id_hash == hash_secret(value)))
+
+
+def end_all(session: Session, user_id: uuid.UUID) -> int:
+    """Sign a person out everywhere (disabled, or their password was reset); how many sessions ended."""
+    return affected(session.execute(delete(LoginSession).where(LoginSession.user_id == user_id)))
