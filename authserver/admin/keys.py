@@ -61,17 +61,12 @@ def router(cookies: Cookies) -> APIRouter:
 
 
 def _rotate(request: Request, services: Services, cookies: Cookies, form: Any) -> Response:
-    with services.db.read_session() as session:
-        who = common.writer(session, request, cookies, form)
-        user_id, username = who.user.id, who.user.username
-
     def audit(session: Session, kid: str) -> None:
-        # The acting admin, re-checked inside the rotation's own transaction.
-        acting = common.writer(session, request, cookies, form)
-        assert acting.user.id == user_id
-        common.audit(session, acting, request, "key.rotated", kid=kid)
+        # Role and CSRF checked inside the rotation's transaction: a refusal rolls the new key back.
+        who = common.writer(session, request, cookies, form)
+        common.audit(session, who, request, "key.rotated", kid=kid)
 
     kid = services.keys.rotate(audit)
     response = pages.see_other(pages.local(request, "/admin/keys"))
-    pages.flash(cookies, request, response, f"New signing key {kid} is active (rotated by {username}).")
+    pages.flash(cookies, request, response, f"New signing key {kid} is active.")
     return response
