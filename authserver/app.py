@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth.registry import ClientRegistry
     from authserver.web import signin
 
-    registry = ClientRegistry(settings)
+    registry = ClientRegistry(settings, policy=services.policy)
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path
@@ -63,8 +63,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(introspection.router(registry), prefix=prefix)
     app.include_router(tool_calls.router(registry), prefix=prefix)
-    if settings.registration != "off":
-        app.include_router(registration.router(services), prefix=prefix)
+    # Always mounted: it answers per the registration policy of the moment (see its docstring).
+    app.include_router(registration.router(services), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), *(f"{prefix}{p}" for p in (

@@ -198,3 +198,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ErrorPage, on_error_page)
     app.add_exception_handler(SignInRequired, on_sign_in_required)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+
+
+class FieldError(AppError):
+    """A domain rule broken by one form field's value; pages show the message next to that field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -12,6 +12,7 @@ from authserver.db import Database
 from authserver.interaction.cookies import Cookies
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
+from authserver.policy.cache import PolicyCache
 from authserver.settings import Settings
 from authserver.tokens.purge import Purger
 
@@ -29,6 +30,8 @@ class Services:
     purger: Purger
     # Browser cookies, CSRF tokens and signed flash messages for every page.
     cookies: Cookies
+    # The registration policy as saved in the console (environment defaults), cached ≤ 5 s.
+    policy: PolicyCache
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
@@ -37,4 +40,5 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
     return Services(settings=settings, db=db, keys=keys, secret=secret,
                     grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                    purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret))
+                    purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
+                    policy=PolicyCache(db, settings))

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     cimd_enabled: bool = True
     cimd_allowed_hosts: list[str] = Field(default_factory=list)
     cimd_denied_hosts: list[str] = Field(default_factory=list)
+    # How stale the registration policy saved in the console may be on a node (seconds, at most 5;
+    # 0 reads it on every request). See policy.cache.
+    policy_cache_seconds: float = Field(default=5.0, ge=0, le=5)
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"

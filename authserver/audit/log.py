@@ -52,3 +52,14 @@ def count_since(session: Session, event: str, since: datetime, *, actor: str) ->
     """How many ``event`` rows ``actor`` caused after ``since`` (throttling counts from the log, on every node)."""
     return session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.event == event, AuditEvent.actor == actor, AuditEvent.at > since)) or 0
+
+
+def last_at(session: Session, event: str, actors: Iterable[str]) -> dict[str, datetime]:
+    """Actor → the time of their latest ``event`` (e.g. each person's last ``login.succeeded``)."""
+    actors = list(actors)
+    if not actors:
+        return {}
+    rows = session.execute(select(AuditEvent.actor, func.max(AuditEvent.at))
+                           .where(AuditEvent.event == event, AuditEvent.actor.in_(actors))
+                           .group_by(AuditEvent.actor))
+    return {actor: at for actor, at in rows if actor is not None and at is not None}

@@ -4,17 +4,12 @@ A client whose ``client_id`` is an ``https://`` URL with a path publishes its me
 and we fetch it. That makes every authorization request an instruction to make an outbound request
 to a URL chosen by an anonymous party, so the fetch is fenced in:
 
-* SSRF: only https; the host is resolved once and refused if any address is not public (private,
-  loopback, link-local, cloud metadata, multicast, reserved, or those hidden inside IPv4-mapped,
-  6to4, NAT64 and IPv4-compatible IPv6 forms).
-* DNS rebinding: the connection goes to an address we vetted, never to a second lookup, while TLS
-  still sends SNI for, and verifies the certificate against, the URL's host name. The pinning sits
-  in the socket layer (an httpcore network backend), so URL, Host header, SNI and certificate
-  checks stay the standard ones. httpcore is used directly rather than through httpx because httpx
-  reads proxy settings from the environment, and a proxy would resolve the name again.
-* No redirects (a 3xx could point anywhere, including inside our network).
-* Size and time: the body is capped while streaming (Content-Length is not trusted) and the whole
-  exchange, DNS included, has one deadline, so a slow-drip server cannot hold a worker.
+* SSRF, DNS rebinding, redirects, size and time: the shared guard in ``authserver.safehttp``
+  (public addresses only, the connection pinned to the vetted address, no redirects followed, the
+  body capped while streaming, one deadline for the whole exchange).
+* Host patterns: the operator's allow and deny lists (``HostPolicy``; the registration policy page
+  stores them, the environment gives the defaults), matched case-insensitively with shell-style
+  wildcards (``*.example.com``), checked before the cache answers so a new deny takes effect at once.
 * Fetch storms: results, failures included, are cached, and concurrent requests for one URL share
   one fetch.
 
@@ -25,10 +20,8 @@ host and loopback addresses; it never permits private networks.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
-import json
 import logging
-import socket
+import re
 import ssl
 import threading
 import time
@@ -38,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpcore
-import httpx
-
 from authserver.errors import AppError
+from authserver.safehttp import FetchError, GuardedHTTP, Resolver, Target, address_allowed, parse_target
 from authserver.settings import is_loopback_host
 from authserver.uris import check_redirect_uri
+
+__all__ = ["ClientMetadata", "HostPolicy", "MetadataDocumentError", "MetadataFetcher", "address_allowed",
+           "host_pattern_error", "is_metadata_document_url"]
 
 log = logging.getLogger("authserver.clients.metadata_document")
 
@@ -53,11 +47,11 @@ ALLOWED_AUTH_METHODS = frozenset({"none", "private_key_jwt"})
 ALLOWED_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
 # Keeps the cache from growing without bound when someone cycles through URLs.
 MAX_CACHE_ENTRIES = 10_000
-# getaddrinfo has no timeout and blocks a thread; cap how many lookups may hang at once.
-_DNS_SLOTS = threading.BoundedSemaphore(16)
 _USER_AGENT = b"authserver (client-id-metadata-document fetcher)"
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+SUBJECT = "the client's metadata document"
+# Host name characters and fnmatch's wildcards; no scheme, port, path or spaces (a pattern with
+# any of those could never match a host name, which would make a deny list silently useless).
+_HOST_PATTERN_RE = re.compile(r"^[a-z0-9*?\[\]!._-]{1,253}$")
 
 
 @dataclass(frozen=True)
@@ -76,53 +70,55 @@ class ClientMetadata:
     jwks: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
-class MetadataDocumentError(Exception):
+class MetadataDocumentError(FetchError):
     """The document could not be fetched or is not acceptable.
 
     ``public`` is safe to show a person or send as ``error_description``; ``detail`` is for logs
     only (it may name internal addresses, which would make us a DNS oracle for the intranet).
     """
 
-    def __init__(self, public: str, *, detail: str | None = None) -> None:
-        super().__init__(public)
-        self.public = public
-        self.detail = detail
-
     def copy(self) -> MetadataDocumentError:
         # A cached failure is re-raised in many threads; each gets its own traceback.
         return MetadataDocumentError(self.public, detail=self.detail)
 
 
+def _parse_client_id_url(client_id: str, allow_loopback_http: bool) -> Target | None:
+    target = parse_target(client_id, allow_loopback_http=allow_loopback_http, max_length=MAX_CLIENT_ID_LENGTH)
+    if target is None:
+        return None
+    path = urlsplit(client_id).path
+    if path in ("", "/"):
+        return None
+    if any(unquote(segment) in (".", "..") for segment in path.split("/")):
+        return None
+    return target
+
+
+def host_pattern_error(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a host pattern, or None when it can (the matcher of ``HostPolicy``)."""
+    if not _HOST_PATTERN_RE.match(pattern.lower()):
+        return (f"{pattern!r} is not a host name pattern: use a host name, optionally with * or ? "
+                "(e.g. *.example.com), without scheme, port or path")
+    return None
+
+
 @dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str
-    port: int
+class HostPolicy:
+    """Which hosts may serve metadata documents: deny wins; ``allowed`` None means any host."""
 
+    allowed: tuple[str, ...] | None = None
+    denied: tuple[str, ...] = ()
 
-def _parse_client_id_url(client_id: str, allow_loopback_http: bool) -> _Target | None:
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
-        return None
-    # Printable ASCII only: no whitespace, controls or IDN look-alikes; no backslash, which some
-    # URL parsers treat as a path separator and others as part of the host.
-    if any(not 0x21 <= ord(ch) <= 0x7E for ch in client_id) or "\\" in client_id or "#" in client_id:
-        return None
-    try:
-        parts = urlsplit(client_id)
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname
-    if not host or "@" in parts.netloc:
-        return None
-    loopback_http = parts.scheme == "http" and allow_loopback_http and is_loopback_host(host)
-    if parts.scheme != "https" and not loopback_http:
-        return None
-    if parts.path in ("", "/"):
-        return None
-    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
-        return None
-    return _Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
+    @classmethod
+    def of(cls, allowed: Iterable[str] | None, denied: Iterable[str] | None) -> HostPolicy:
+        return cls(tuple(p.lower() for p in allowed) if allowed is not None else None,
+                   tuple(p.lower() for p in denied or ()))
+
+    def accepts(self, host: str) -> bool:
+        host = host.lower()
+        if any(fnmatch.fnmatchcase(host, pattern) for pattern in self.denied):
+            return False
+        return self.allowed is None or any(fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed)
 
 
 def is_metadata_document_url(client_id: str, *, allow_loopback_http: bool = False) -> bool:
@@ -130,136 +126,6 @@ def is_metadata_document_url(client_id: str, *, allow_loopback_http: bool = Fals
     https, a host, a path other than ``/``, no fragment, no userinfo, no dot segments."""
     return _parse_client_id_url(client_id, allow_loopback_http) is not None
 
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address that a translation form of IPv6 delivers to, if any."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    packed = int(address)
-    if address in _NAT64 or address in _NAT64_LOCAL or (packed >> 32 == 0 and packed > 1):
-        # NAT64 (RFC 6052, RFC 8215) and deprecated IPv4-compatible ::a.b.c.d: the low 32 bits.
-        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
-    return None
-
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
-_TEREDO = ipaddress.IPv6Network("2001::/32")
-
-
-def _is_public(address: Address) -> bool:
-    # is_global is the base, but on Python 3.11 it is True for multicast and for the IPv6 forms
-    # that carry a private IPv4 address, so both are checked explicitly.
-    return (address.is_global and not address.is_multicast and not address.is_reserved
-            and not address.is_unspecified and not address.is_loopback and not address.is_link_local
-            and not address.is_private and not getattr(address, "is_site_local", False))
-
-
-def address_allowed(address: Address, *, allow_loopback: bool = False) -> bool:
-    """Whether we may connect to ``address`` for a metadata document."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id or address in _TEREDO:
-            return False
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            # Judged by where the packets really go. No loopback exception here even with the
-            # switch: only plain 127/8 and ::1 count as loopback.
-            return _is_public(embedded)
-    if allow_loopback and address.is_loopback:
-        return True
-    return _is_public(address)
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def _resolve_with_deadline(resolver: Callable[[str, int], list[str]], host: str, port: int,
-                           deadline: float) -> list[str]:
-    """Run the resolver in a daemon thread so a hung lookup cannot outlast our deadline."""
-    if not _DNS_SLOTS.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        raise TimeoutError("too many host name lookups in progress")
-    result: list[list[str] | BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(list(resolver(host, port)))
-        except BaseException as exc:  # handed to the waiting thread
-            result.append(exc)
-        finally:
-            _DNS_SLOTS.release()
-
-    thread = threading.Thread(target=run, name="cimd-dns", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
-    if not result:
-        raise TimeoutError(f"looking up {host} timed out")
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """Caps every socket operation at the time left, so the deadline covers the whole exchange."""
-
-    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def _left(self, timeout: float | None, error: type[Exception]) -> float:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise error("the metadata document fetch ran out of time")
-        return left if timeout is None else min(timeout, left)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(ssl_context, server_hostname, self._left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(inner, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects to the vetted addresses whatever host name httpcore asks for: no second lookup."""
-
-    def __init__(self, addresses: list[str], deadline: float) -> None:
-        self._addresses = addresses
-        self._deadline = deadline
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        failure: Exception = httpcore.ConnectError("no address to connect to")
-        for address in self._addresses:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise httpcore.ConnectTimeout("the metadata document fetch ran out of time")
-            try:
-                stream = self._inner.connect_tcp(address, port, min(left, timeout or left), local_address,
-                                                 socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-                continue
-            return _DeadlineStream(stream, self._deadline)
-        raise failure
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used for metadata documents")
 
 
 def _cache_ttl(cache_control: str, *, min_ttl: int, max_ttl: int, default_ttl: int) -> int:
@@ -276,20 +142,6 @@ def _cache_ttl(cache_control: str, *, min_ttl: int, max_ttl: int, default_ttl: i
     if max_age is not None and max_age.isdigit():
         return max(min_ttl, min(max_ttl, int(max_age)))
     return default_ttl
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two "client_id" members would be read differently by different parsers.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass
@@ -311,9 +163,12 @@ class MetadataFetcher:
     def __init__(self, *, allow_loopback_http: bool = False, max_bytes: int = 5 * 1024, timeout: float = 5.0,
                  min_ttl: int = 60, max_ttl: int = 24 * 3600, default_ttl: int = 3600,
                  allowed_hosts: list[str] | None = None, denied_hosts: list[str] | None = None,
-                 resolver: Callable[[str, int], list[str]] | None = None,
+                 host_policy: Callable[[], HostPolicy] | None = None,
+                 resolver: Resolver | None = None,
                  negative_ttl: int = 30, ssl_context: ssl.SSLContext | None = None,
                  max_concurrent_fetches: int = 8) -> None:
+        """``host_policy``, when given, is asked on every fetch (the operator's current patterns) and
+        replaces ``allowed_hosts``/``denied_hosts``."""
         self.allow_loopback_http = allow_loopback_http
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -321,11 +176,10 @@ class MetadataFetcher:
         self.max_ttl = max(max_ttl, min_ttl)
         self.default_ttl = max(min_ttl, min(self.max_ttl, default_ttl))
         self.negative_ttl = negative_ttl
-        self.allowed_hosts = [p.lower() for p in allowed_hosts] if allowed_hosts is not None else None
-        self.denied_hosts = [p.lower() for p in denied_hosts or []]
-        self._resolver = resolver or _system_resolver
-        # Built once: loading the CA bundle per fetch costs more than the fetch's parsing.
-        self._ssl_context = ssl_context or httpx.create_ssl_context()
+        fixed = HostPolicy.of(allowed_hosts, denied_hosts)
+        self._host_policy = host_policy or (lambda: fixed)
+        self._http = GuardedHTTP(allow_loopback_http=allow_loopback_http, max_bytes=max_bytes, timeout=timeout,
+                                 resolver=resolver, ssl_context=ssl_context, user_agent=_USER_AGENT)
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
         self._flights: dict[str, _Flight] = {}
@@ -399,107 +253,27 @@ class MetadataFetcher:
         self._cache[client_id] = entry
 
     def _check_host_policy(self, host: str) -> None:
-        host = host.lower()
-        if any(fnmatch.fnmatchcase(host, pattern) for pattern in self.denied_hosts):
-            raise MetadataDocumentError(f"client metadata documents from {host} are not accepted here")
-        if self.allowed_hosts is not None and not any(
-                fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed_hosts):
-            raise MetadataDocumentError(f"client metadata documents from {host} are not accepted here")
+        if not self._host_policy().accepts(host):
+            raise MetadataDocumentError(f"client metadata documents from {host.lower()} are not accepted here")
 
-    def _fetch_entry(self, client_id: str, target: _Target) -> _Entry:
+    def _download(self, client_id: str) -> tuple[Any, int]:
         try:
-            document, ttl = self._download(client_id, target)
+            document, head = self._http.get_json(client_id, SUBJECT)
+        except FetchError as exc:
+            raise MetadataDocumentError(exc.public, detail=exc.detail) from exc
+        ttl = _cache_ttl(head.get("cache-control"), min_ttl=self.min_ttl, max_ttl=self.max_ttl,
+                         default_ttl=self.default_ttl)
+        return document, ttl
+
+    def _fetch_entry(self, client_id: str, target: Target) -> _Entry:
+        try:
+            document, ttl = self._download(client_id)
             expires_at = time.time() + ttl
             return _Entry(expires_at=expires_at, metadata=self._validate(client_id, document, expires_at))
         except MetadataDocumentError as exc:
             log.info("client metadata document %s refused: %s (%s)", client_id, exc.public, exc.detail or "-")
             return _Entry(expires_at=time.time() + self.negative_ttl, error=exc)
 
-    def _vetted_addresses(self, target: _Target, deadline: float) -> list[str]:
-        unreachable = "the client's metadata document host could not be resolved to a public address"
-        try:
-            resolved = _resolve_with_deadline(self._resolver, target.host, target.port, deadline)
-        except (OSError, UnicodeError, ValueError) as exc:
-            raise MetadataDocumentError(unreachable, detail=f"lookup of {target.host} failed: {exc}") from exc
-        addresses: list[str] = []
-        for text in resolved:
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError as exc:
-                raise MetadataDocumentError(unreachable, detail=f"{target.host} gave {text!r}") from exc
-            if target.scheme == "http":
-                allowed = address.is_loopback  # the switch is for local development only
-            else:
-                allowed = address_allowed(address, allow_loopback=self.allow_loopback_http)
-            if not allowed:
-                # One bad address refuses them all: which one the connection would use is not ours to choose.
-                raise MetadataDocumentError(unreachable, detail=f"{target.host} resolves to {text}")
-            addresses.append(str(address))
-        if not addresses:
-            raise MetadataDocumentError(unreachable, detail=f"{target.host} resolved to nothing")
-        return addresses
-
-    def _download(self, client_id: str, target: _Target) -> tuple[Any, int]:
-        deadline = time.monotonic() + self.timeout
-        addresses = self._vetted_addresses(target, deadline)
-        unavailable = "the client's metadata document could not be fetched"
-        pool = httpcore.ConnectionPool(ssl_context=self._ssl_context, max_connections=1,
-                                       network_backend=_PinnedBackend(addresses, deadline))
-        timeouts = {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}
-        headers = [(b"Accept", b"application/json"), (b"User-Agent", _USER_AGENT)]
-        try:
-            with pool, pool.stream("GET", client_id.encode("ascii"), headers=headers,
-                                   extensions={"timeout": timeouts}) as response:
-                head = _Headers(response.headers)
-                self._check_response(response.status, head)
-                body = self._read_body(response)
-        except httpcore.TimeoutException as exc:
-            raise MetadataDocumentError("fetching the client's metadata document timed out",
-                                        detail=str(exc)) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
-            raise MetadataDocumentError(unavailable, detail=f"{type(exc).__name__}: {exc}") from exc
-        try:
-            document = json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys,
-                                  parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MetadataDocumentError("the client's metadata document is not valid JSON", detail=str(exc)) from exc
-        ttl = _cache_ttl(head.get("cache-control"), min_ttl=self.min_ttl, max_ttl=self.max_ttl,
-                         default_ttl=self.default_ttl)
-        return document, ttl
-
-    def _check_response(self, status: int, head: _Headers) -> None:
-        if 300 <= status < 400:
-            raise MetadataDocumentError("the client's metadata document URL redirects; redirects are not followed",
-                                        detail=f"status {status} to {head.get('location')!r}")
-        if status != 200:
-            raise MetadataDocumentError(f"the client's metadata document URL answered HTTP {status}")
-        media_type, *params = (part.strip().lower() for part in head.get("content-type").split(";"))
-        if media_type != "application/json":
-            raise MetadataDocumentError("the client's metadata document is not served as application/json",
-                                        detail=f"content-type {head.get('content-type')!r}")
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
-                raise MetadataDocumentError("the client's metadata document must be UTF-8 JSON")
-        # We never ask for compression, and decompressing would make the size cap meaningless.
-        if head.get("content-encoding").lower() not in ("", "identity"):
-            raise MetadataDocumentError("the client's metadata document must not be compressed")
-        length = head.get("content-length")
-        if length.isdigit() and int(length) > self.max_bytes:
-            raise MetadataDocumentError(self._too_large(), detail=f"content-length {length}")
-
-    def _read_body(self, response: httpcore.Response) -> bytes:
-        body = bytearray()
-        for chunk in response.iter_stream():
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise MetadataDocumentError(self._too_large())
-        return bytes(body)
-
-    def _too_large(self) -> str:
-        return f"the client's metadata document is larger than {self.max_bytes} bytes"
-
-    # -- validation ---------------------------------------------------------------------------
 
     def _validate(self, client_id: str, doc: Any, expires_at: float) -> ClientMetadata:
         if not isinstance(doc, dict):
@@ -606,14 +380,3 @@ class MetadataFetcher:
             raise MetadataDocumentError(f"{member} must be an https URL")
         return value
 
-
-class _Headers:
-    """Case-insensitive view of httpcore's raw header list; repeated headers joined with commas."""
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in raw:
-            self._values.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1").strip())
-
-    def get(self, name: str) -> str:
-        return ", ".join(self._values.get(name, []))

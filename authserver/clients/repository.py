@@ -301,3 +301,42 @@ def rotate_secret(session: Session, client_id: str) -> str:
 
 def allowed(values: Iterable[str], allow_list: Iterable[str]) -> bool:
     return set(values) <= set(allow_list)
+
+
+def allowing_scopes(session: Session) -> dict[str, list[tuple[str, str]]]:
+    """Scope name → (client_id, name) of every client whose allow-list names it (for the console).
+
+    The allow-lists are JSON, which has no portable "contains" query; the console reads the three
+    columns it needs of every client, which is fine at console scale.
+    """
+    found: dict[str, list[tuple[str, str]]] = {}
+    for client_id, name, scopes in session.execute(select(Client.client_id, Client.name, Client.scopes)):
+        for scope in scopes or []:
+            found.setdefault(scope, []).append((client_id, name))
+    return found
+
+
+def allowing_resource(session: Session, uri: str) -> list[tuple[str, str]]:
+    return [(client_id, name) for client_id, name, resources
+            in session.execute(select(Client.client_id, Client.name, Client.resources)) if uri in (resources or [])]
+
+
+def remove_scope(session: Session, scope: str) -> list[str]:
+    """Take ``scope`` out of every client's allow-list and default scopes; the client ids changed."""
+    changed = []
+    for client in session.scalars(select(Client)):
+        if scope in client.scopes or scope in client.default_scopes:
+            client.scopes = [s for s in client.scopes if s != scope]
+            client.default_scopes = [s for s in client.default_scopes if s != scope]
+            changed.append(client.client_id)
+    return changed
+
+
+def remove_resource(session: Session, uri: str) -> list[str]:
+    """Take ``uri`` out of every client's resource allow-list; the client ids changed."""
+    changed = []
+    for client in session.scalars(select(Client)):
+        if uri in client.resources:
+            client.resources = [r for r in client.resources if r != uri]
+            changed.append(client.client_id)
+    return changed

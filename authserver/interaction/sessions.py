@@ -42,3 +42,8 @@ def end_others(session: Session, user_id: uuid.UUID, keep_value: str) -> int:
     """End every session of the person but the one whose cookie is ``keep_value``; how many ended."""
     return affected(session.execute(delete(LoginSession).where(
         LoginSession.user_id == user_id, LoginSession.id_hash != hash_secret(keep_value))))
+
+
+def end_all(session: Session, user_id: uuid.UUID) -> int:
+    """Sign a person out everywhere (disabled, or their password was reset); how many sessions ended."""
+    return affected(session.execute(delete(LoginSession).where(LoginSession.user_id == user_id)))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,6 +77,11 @@ def published_keys(session: Session, now: datetime | None = None) -> list[Signin
     ))
 
 
+def all_keys(session: Session) -> list[SigningKey]:
+    """Every key ever made, newest first, including those no longer published (for the console)."""
+    return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+
+
 def current_key(session: Session) -> SigningKey | None:
     return session.scalar(
         select(SigningKey).where(SigningKey.retired_at.is_(None)).order_by(SigningKey.created_at.desc()).limit(1)
@@ -115,9 +121,17 @@ class KeyRing:
                 generate_key(session, self._encryptor, self._retention)
         self.reload()
 
-    def rotate(self) -> str:
+    @property
+    def retention(self) -> int:
+        """Seconds a retired key stays published, so tokens it signed keep verifying."""
+        return self._retention
+
+    def rotate(self, also: Callable[[Session, str], None] | None = None) -> str:
+        """Make a new signing key; ``also(session, kid)`` runs in the same transaction (its audit event)."""
         with self._db.session() as session:
             kid = generate_key(session, self._encryptor, self._retention).kid
+            if also is not None:
+                also(session, kid)
         self.reload()
         return kid
 

@@ -14,22 +14,26 @@ from authserver.deps import ServicesDep
 from authserver.oauth.metadata import build_metadata, discovery_paths
 from authserver.settings import Settings
 
-# Metadata changes only when scopes do; a short cache keeps discovery free of queries.
+# Metadata changes only when scopes or the registration policy do; a short cache keeps discovery
+# free of queries. The policy has its own (shorter) cache bound and is part of the key, so
+# ``registration_endpoint`` follows it within that bound.
 METADATA_TTL = 10.0
 
 
 def router(settings: Settings) -> APIRouter:
     api = APIRouter()
-    cache: dict[str, tuple[float, bytes]] = {}
+    cache: dict[bool, tuple[float, bytes]] = {}
 
     def metadata(services: ServicesDep) -> Response:
-        hit = cache.get("metadata")
+        registration = services.policy.current().registration_enabled
+        hit = cache.get(registration)
         if hit is None or time.monotonic() - hit[0] > METADATA_TTL:
             with services.db.read_session() as session:
                 public = [s.name for s in catalog.list_scopes(session) if s.public]
-            body = json.dumps(build_metadata(services.settings, public), separators=(",", ":")).encode()
+            body = json.dumps(build_metadata(services.settings, public, registration=registration),
+                              separators=(",", ":")).encode()
             hit = (time.monotonic(), body)
-            cache["metadata"] = hit
+            cache[registration] = hit
         return Response(hit[1], media_type="application/json",
                         headers={"Cache-Control": "public, max-age=60"})
 

@@ -23,7 +23,8 @@ def discovery_paths(settings: Settings) -> list[str]:
     return paths
 
 
-def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, Any]:
+def build_metadata(settings: Settings, public_scopes: list[str], *, registration: bool = True) -> dict[str, Any]:
+    """``registration``: whether the current policy accepts RFC 7591 registrations (not ``off``)."""
     e = settings.endpoint
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
     confidential_methods = ["client_secret_basic", "client_secret_post"]
@@ -50,6 +51,6 @@ def build_metadata(settings: Settings, public_scopes: list[str]) -> dict[str, An
         "subject_types_supported": ["public"],
         "client_id_metadata_document_supported": settings.cimd_enabled,
     }
-    if settings.registration != "off":
+    if registration:
         metadata["registration_endpoint"] = e("/register")
     return metadata

@@ -1,8 +1,15 @@
 """The registration endpoint (RFC 7591) and client configuration endpoint (RFC 7592).
 
-Policy (AUTHSERVER_REGISTRATION): ``open`` for MCP interoperability, ``token`` to require
-an initial access token, ``off`` to serve no endpoint. Registrations are limited per
-client IP per hour, counted from the audit log so the limit holds across nodes.
+Policy (the console's registration page; AUTHSERVER_REGISTRATION until an operator saves):
+``open`` for MCP interoperability, ``token`` to require an initial access token (the
+environment's AUTHSERVER_REGISTRATION_INITIAL_ACCESS_TOKEN or a live one made in the console),
+``off`` to accept no new registrations. The router is always mounted and reads the policy per
+request (``services.policy``, at most a few seconds stale); with ``off``, ``POST /register``
+answers 404 exactly like an unknown route, because the metadata then names no
+registration endpoint and a client has nothing to be told. Clients registered earlier keep
+their RFC 7592 configuration endpoint (their registration access token is their credential).
+Registrations are limited per client IP per hour, counted from the audit log so the limit
+holds across nodes.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from authserver.audit.log import record
@@ -25,6 +33,7 @@ from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, OAuthError
 from authserver.oauth.params import has_control_characters
+from authserver.policy import repository as policy
 from authserver.secrets import secret_matches
 from authserver.services import Services
 
@@ -52,12 +61,24 @@ def router(services: Services) -> APIRouter:
     def config_uri(client_id: str) -> str:
         return settings.endpoint(f"/register/{client_id}")
 
+    def initial_access_token_ok(token: str | None) -> bool:
+        """RFC 7591 §3: the environment's token (constant-time compare) or a live console-made one."""
+        if not token:
+            return False
+        expected = settings.registration_initial_access_token
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            return True
+        with services.db.session() as session:
+            return policy.use_token(session, token)
+
     @api.post("/register")
     async def register(request: Request) -> JSONResponse:
-        if settings.registration == "token":
-            expected = settings.registration_initial_access_token or ""
-            if not hmac.compare_digest((bearer(request) or "").encode(), expected.encode()):
-                raise InvalidToken("an initial access token is required to register", headers=BEARER_CHALLENGE)
+        cache = services.policy
+        mode = (cache.current() if cache.is_fresh() else await run_in_threadpool(cache.current)).mode
+        if mode == "off":
+            raise HTTPException(status_code=404)
+        if mode == "token" and not await run_in_threadpool(initial_access_token_ok, bearer(request)):
+            raise InvalidToken("an initial access token is required to register", headers=BEARER_CHALLENGE)
         parsed = registration.parse(await read_json(request))
         ip = request.client.host if request.client else None
 

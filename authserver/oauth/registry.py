@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -19,12 +20,14 @@ from sqlalchemy.orm import Session
 from authserver.clients import repository as clients
 from authserver.clients.metadata_document import (
     ClientMetadata,
+    HostPolicy,
     MetadataDocumentError,
     MetadataFetcher,
     is_metadata_document_url,
 )
 from authserver.clients.models import Client
 from authserver.db import utcnow
+from authserver.policy.cache import PolicyCache
 from authserver.settings import Settings
 
 log = logging.getLogger("authserver.registry")
@@ -39,14 +42,17 @@ class ClientLookupError(Exception):
 
 
 class ClientRegistry:
-    def __init__(self, settings: Settings | None = None, fetcher: MetadataFetcher | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, fetcher: MetadataFetcher | None = None,
+                 policy: PolicyCache | None = None) -> None:
+        """``policy``: the operator's current host patterns for metadata documents (else the environment's)."""
         self._loopback = bool(settings and settings.cimd_allow_loopback_http)
         self._ttl = settings.dynamic_client_ttl if settings else 86400
         self._fetcher = fetcher
         if fetcher is None and settings is not None and settings.cimd_enabled:
+            hosts: Callable[[], HostPolicy] | None = (lambda: policy.current().hosts) if policy is not None else None
             self._fetcher = MetadataFetcher(allow_loopback_http=self._loopback,
                                             allowed_hosts=settings.cimd_allowed_hosts or None,
-                                            denied_hosts=settings.cimd_denied_hosts or None)
+                                            denied_hosts=settings.cimd_denied_hosts or None, host_policy=hosts)
 
     def is_document_url(self, client_id: str | None) -> bool:
         return bool(self._fetcher and client_id

@@ -1,4 +1,12 @@
-"""Users: creation with argon2id passwords, lookup, sign-in checks, disabling."""
+"""Users: creation with argon2id passwords, lookup, sign-in checks, roles, disabling.
+
+Rule kept here so the console and the CLI share it: the last enabled admin cannot be disabled
+or lose the admin role (not even by themselves), or nobody could run the console any more. The
+check locks the enabled admins' rows (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers),
+so two admins disabling each other at once cannot both succeed. Disabling a person or resetting
+their password ends their login sessions (``interaction.sessions.end_all``); their refresh tokens
+already fail while they are disabled (``oauth.grants.refresh_token``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authserver.errors import AppError, NotFound
+from authserver.errors import FieldError, NotFound
+from authserver.interaction import sessions
 from authserver.users.models import ROLES, User
 from authserver.users.passwords import hash_password, needs_rehash, verify_password
 
@@ -20,14 +29,12 @@ MIN_PASSWORD_LENGTH = 8
 def create_user(session: Session, username: str, password: str, roles: list[str] | None = None) -> User:
     roles = sorted(set(roles or ["user"]))
     if not USERNAME_RE.match(username):
-        raise AppError("username must be 1-150 characters: letters, digits and . _ @ + -")
+        raise FieldError("username", "username must be 1-150 characters: letters, digits and . _ @ + -")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AppError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    unknown = [role for role in roles if role not in ROLES]
-    if unknown:
-        raise AppError(f"unknown role {unknown[0]!r} (known: {', '.join(ROLES)})")
+        raise FieldError("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    _check_roles(roles)
     if get_by_username(session, username) is not None:
-        raise AppError(f"user {username!r} already exists")
+        raise FieldError("username", f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), roles=roles)
     session.add(user)
     session.flush()
@@ -50,18 +57,65 @@ def any_admin(session: Session) -> bool:
     return any(user.is_admin for user in session.scalars(select(User)))
 
 
+def _check_roles(roles: list[str]) -> None:
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise FieldError("roles", f"unknown role {unknown[0]!r} (known: {', '.join(ROLES)})")
+
+
+def require(session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def require_another_admin(session: Session, user: User) -> None:
+    """Refuse when ``user`` is the last enabled admin (the change would leave nobody to run the console)."""
+    if not user.is_admin or user.disabled:
+        return
+    enabled = session.scalars(select(User).where(User.disabled.is_(False)).with_for_update())
+    if not any(other.is_admin and other.id != user.id for other in enabled):
+        raise FieldError("roles", f"{user.username} is the last enabled admin; make someone else an admin first")
+
+
+def set_roles(session: Session, user: User, roles: list[str]) -> User:
+    roles = sorted(set(roles))
+    _check_roles(roles)
+    if not roles:
+        raise FieldError("roles", "choose at least one role (user: their own account only)")
+    if "admin" not in roles:
+        require_another_admin(session, user)
+    user.roles = roles
+    return user
+
+
 def set_disabled(session: Session, username: str, disabled: bool = True) -> User:
     user = get_by_username(session, username)
     if user is None:
         raise NotFound(f"no user {username!r}")
+    return set_user_disabled(session, user, disabled)
+
+
+def set_user_disabled(session: Session, user: User, disabled: bool = True) -> User:
+    """Disabling also ends every login session of theirs."""
+    if disabled:
+        require_another_admin(session, user)
+        sessions.end_all(session, user.id)
     user.disabled = disabled
     return user
 
 
 def set_password(session: Session, user: User, password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AppError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        raise FieldError("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = hash_password(password)
+
+
+def reset_password(session: Session, user: User, password: str) -> None:
+    """An admin sets a new password: every session signed in with the old one ends."""
+    set_password(session, user, password)
+    sessions.end_all(session, user.id)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
