@@ -174,3 +174,31 @@ def test_the_cut_off_spares_a_token_of_its_own_second(client: TestClient, app: F
     assert not taken_back(app, db, token)
     set_cut_off(db, world, issued + timedelta(seconds=1))  # a cut-off after the token's whole second
     assert taken_back(app, db, token)
+
+
+def test_a_code_issued_before_a_disconnect_cannot_be_exchanged_after_it(client: TestClient, db: Database,
+                                                                        world: World) -> None:
+    """The race a disconnect must win: the app got a code, the person disconnects, the code comes in."""
+    connect(client, world)
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.confidential_id, challenge))  # silent: consented before
+    alice = uid(db, "alice")
+    with db.session() as s:
+        grants.disconnect(s, alice, world.confidential_id, RESOURCE, utcnow(), actor=str(alice), ip=None)
+    response = exchange(client, query(location)["code"], verifier, world.confidential_id,
+                        secret=world.confidential_secret)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert sql(db, "SELECT COUNT(*) FROM refresh_tokens WHERE revoked_at IS NULL") == [(0,)]
+
+
+def test_allowed_on_starts_anew_when_an_app_is_allowed_again(client: TestClient, db: Database,
+                                                             world: World) -> None:
+    connect(client, world)
+    alice = uid(db, "alice")
+    execute(db, "UPDATE consents SET created_at = :t", t=datetime(2020, 1, 1, tzinfo=UTC))
+    with db.session() as s:
+        grants.disconnect(s, alice, world.confidential_id, RESOURCE, utcnow(), actor=str(alice), ip=None)
+    connect(client, world)
+    with db.read_session() as s:
+        [app] = grants.connected_apps(s, alice, utcnow())
+    assert app.granted_at > utcnow() - timedelta(minutes=1)

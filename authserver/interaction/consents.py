@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from authserver.db import affected
+from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.db import affected, utcnow
 from authserver.interaction.models import Consent
 
 
@@ -36,6 +37,8 @@ def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str
             Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource,
         ).with_for_update())
         if row is not None:
+            if not [s for s in row.scopes if s != OFFLINE_ACCESS]:
+                row.created_at = utcnow()  # allowed again after a disconnect: "allowed on" starts anew
             row.scopes = list(dict.fromkeys([*row.scopes, *scopes]))
             row.stay_connected = stay_connected
             session.flush()

@@ -42,6 +42,9 @@ def exchange(session: Session, services: Services, client: Client, params: Param
         raise InvalidGrant("PKCE verification failed")
     _require_same_resource(row, params.optional("resource"))
 
+    grant = consents.find(session, row.user_id, row.client_id, row.resource)
+    if grant is not None and grant.tokens_revoked_at is not None and grant.tokens_revoked_at >= row.created_at:
+        raise InvalidGrant(INVALID_CODE, detail="the person disconnected the app after this code was issued")
     if not codes.consume(session, row, now):
         session.refresh(row)
         _replayed(session, row, client, ip)
