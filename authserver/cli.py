@@ -29,6 +29,7 @@ from authserver.services import build_services
 from authserver.settings import ConfigError, Settings, load_settings
 from authserver.tokens.purge import purge
 from authserver.users import repository as users
+from authserver.users.models import ROLES
 
 CLI_ACTOR = "cli"
 
@@ -365,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(us, "create", cmd_users_create, "create a user")
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p.add_argument("--role", action="append", choices=["admin", "user"])
+    p.add_argument("--role", action="append", choices=list(ROLES),
+                   help="admin: the console and every change; auditor: the console read-only; user (default)")
     command(us, "list", cmd_users_list, "list users")
     p = command(us, "set-password", cmd_users_set_password, "set a user's password")
     p.add_argument("username")
