@@ -74,6 +74,9 @@ messages: $(VENV)/.test-deps
 
 # The README's pictures of the main pages (docs/screenshots/), taken in Debian's Chromium.
 screenshots: $(VENV)/.test-deps chromium
+	@fc-list :lang=ko 2>/dev/null | grep -q . || { \
+	  echo "installing Debian's fonts-nanum so Korean pages render"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-nanum >/dev/null; }
 	$(BIN)/python docs/screenshots.py
 
 lint: $(VENV)/.test-deps

@@ -9,6 +9,9 @@ browser) through the real sign-in and consent pages; each page is captured at de
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import secrets
 import shutil
 import socket
 import tempfile
@@ -18,7 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
 
 from authserver import migrate
 from authserver.app import create_app
@@ -35,6 +40,8 @@ SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 PASSWORD = "correct horse battery staple"
 RESOURCE = "https://calendar.example.com/mcp"
 CALLBACK_PATH = "/callback"
+VERIFIER = secrets.token_urlsafe(48)
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
 
 
 @contextmanager
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             shots = Shooter(browser, args.out)
             authorize = f"{issuer}/authorize?" + urlencode({
                 "response_type": "code", "client_id": client_id, "redirect_uri": callback,
-                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+                "code_challenge": CHALLENGE, "code_challenge_method": "S256",
                 "state": "s", "resource": RESOURCE, "scope": "read:calendar write:calendar"})
             # The person: sign-in and consent (English and Korean), then their account pages.
             person = shots.context("en-US")
@@ -138,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
             shots.take(kpage, "consent-ko")
             page.get_by_role("button", name="Allow").click()
             page.wait_for_url(f"{callback}?*")
+            code = parse_qs(urlsplit(page.url).query)["code"][0]
+            httpx.post(f"{issuer}/token", data={  # the app uses its code: "last used" on the account page
+                "grant_type": "authorization_code", "code": code, "code_verifier": VERIFIER,
+                "redirect_uri": callback, "client_id": client_id}, timeout=10).raise_for_status()
             tool_calls(db, client_id)
             for name, path in (("account", "/account"), ("account-activity", "/account/activity")):
                 page.goto(issuer + path)
