@@ -118,8 +118,9 @@ def test_sign_in_and_partial_consent_in_chromium(db_url: str, db: Database) -> N
             assert page.evaluate("document.cookie") == ""
             # Both scopes ticked by default; the write scope comes first.
             boxes = page.locator('input[type=checkbox][name="scope"]')
+            # The permissions, write first, then "Stay connected" (offline_access), all ticked.
             assert [boxes.nth(i).get_attribute("value") for i in range(boxes.count())] == [
-                "write:calendar", "read:calendar"]
+                "write:calendar", "read:calendar", "offline_access"]
             assert all(boxes.nth(i).is_checked() for i in range(boxes.count()))
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
