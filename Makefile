@@ -77,7 +77,7 @@ screenshots: $(VENV)/.test-deps chromium
 	@fc-list :lang=ko 2>/dev/null | grep -q . || { \
 	  echo "installing Debian's fonts-nanum so Korean pages render"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-nanum >/dev/null; }
-	$(BIN)/python docs/screenshots.py
+	PYTHONPATH=. $(BIN)/python docs/screenshots.py
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -1,9 +1,10 @@
 """Screenshots of the main pages for the README: ``make screenshots`` writes docs/screenshots/*.png.
 
-A real ``authserver`` app on a throw-away SQLite database, seeded with a calendar MCP server,
-two apps and two people, is driven by Debian's Chromium (Playwright, never a downloaded
-browser) through the real sign-in and consent pages; each page is captured at desktop
-(1280x800) and phone (390x844) sizes.
+Run from the repository root with it on the path, as ``make screenshots`` does
+(``PYTHONPATH=. python docs/screenshots.py``). A real ``authserver`` app on a throw-away SQLite
+database, seeded with a calendar MCP server, two apps and two people, is driven by Debian's
+Chromium (Playwright, never a downloaded browser) through the real sign-in and consent pages;
+each page is captured at desktop (1280x800) and phone (390x844) sizes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,7 @@ import base64
 import hashlib
 import secrets
 import shutil
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -33,6 +29,7 @@ from authserver.clients import repository as clients
 from authserver.db import Database, utcnow
 from authserver.settings import Settings
 from authserver.users import repository as users
+from tests.live import serve
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -42,29 +39,6 @@ RESOURCE = "https://calendar.example.com/mcp"
 CALLBACK_PATH = "/callback"
 VERIFIER = secrets.token_urlsafe(48)
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
-
-
-@contextmanager
-def serve(make_app: Callable[[str], Any]) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(make_app(base), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise SystemExit("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def seed(db: Database, callback: str) -> str:
@@ -153,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, path in (("account", "/account"), ("account-activity", "/account/activity")):
                 page.goto(issuer + path)
                 shots.take(page, name)
+            for name, path in (("account-ko", "/account"), ("account-activity-ko", "/account/activity")):
+                kpage.goto(issuer + path)
+                shots.take(kpage, name)
             # The operator.
             operator = shots.context("en-US")
             admin = operator.new_page()
