@@ -201,8 +201,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class FieldError(AppError):
-    """A domain rule broken by one form field's value; pages show the message next to that field."""
+    """Domain rules broken by form fields' values; pages show each message next to its field.
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+    ``FieldError("name", "…")`` for one field, ``FieldError({"name": "…", "redirect_uris": "…"})``
+    when a form broke several rules at once. The message (``str(exc)``) is the first of them, for
+    callers that show one line (the CLI).
+    """
+
+    def __init__(self, field: str | dict[str, str], message: str = "") -> None:
+        self.errors = dict(field) if isinstance(field, dict) else {field: message}
+        super().__init__(next(iter(self.errors.values())))

@@ -33,10 +33,10 @@ from authserver.audit.queries import AuditFilter
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
 from authserver.clients.models import GRANT_TYPES, Client
-from authserver.clients.repository import ClientQuery, ClientRuleError, NewClient
+from authserver.clients.repository import ClientQuery, NewClient
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
-from authserver.errors import AppError, ErrorPage, NotFound
+from authserver.errors import AppError, ErrorPage, FieldError, NotFound
 from authserver.grants import service as grants
 from authserver.interaction.cookies import Cookies
 from authserver.oauth.params import Params
@@ -193,7 +193,7 @@ def router(cookies: Cookies) -> APIRouter:
             who = common.writer(session, request, cookies, form)
             try:
                 created = clients.create_client(session, fields.spec())
-            except ClientRuleError as exc:
+            except FieldError as exc:
                 # Nothing was added: validation runs before any row is written.
                 return _form_page(request, cookies, session, who, fields, errors=exc.errors)
             client = created.client
@@ -242,7 +242,7 @@ def router(cookies: Cookies) -> APIRouter:
             before = _snapshot(client)
             try:
                 updated = clients.update_client(session, client_id, fields.spec())
-            except ClientRuleError as exc:
+            except FieldError as exc:
                 # Validation runs before the client is changed, so there is nothing to undo.
                 return _form_page(request, cookies, session, who, fields, client=client, errors=exc.errors)
             except AppError as exc:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from authserver.db import Database
-from authserver.errors import AppError, ErrorPage, NotFound
+from authserver.errors import AppError, ErrorPage, FieldError, NotFound
 
 NOT_FOUND = ErrorPage("Not found", "There is no such item; it may have been deleted.", status_code=404)
 
@@ -40,7 +40,7 @@ def unit_of_work(db: Database, work: Callable[[Session], Response]) -> Response:
 
 def field_errors(exc: AppError) -> dict[str, str]:
     """Field name → message; a rule not tied to one field is shown at the top of the form (``form``)."""
-    return {getattr(exc, "field", "form"): str(exc)}
+    return dict(exc.errors) if isinstance(exc, FieldError) else {"form": str(exc)}
 
 
 def checked(value: str | None) -> bool:

@@ -2,7 +2,7 @@
 
 ``create_client`` and ``update_client`` share one validation (``_validate``) so the console's edit
 form can never store what creation would refuse. It checks every field and reports each problem
-under its field's name (``ClientRuleError.errors``), so a form can show all of them at once next to
+under its field's name (``FieldError.errors``), so a form can show all of them at once next to
 their fields; the exception's message is the first problem, for the CLI.
 """
 
@@ -20,7 +20,7 @@ from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import AUTH_METHODS, GRANT_TYPES, Client
 from authserver.db import affected
-from authserver.errors import AppError, NotFound
+from authserver.errors import AppError, FieldError, NotFound
 from authserver.secrets import hash_secret, new_secret
 from authserver.tokens import refresh
 from authserver.tokens.models import RefreshToken
@@ -32,12 +32,6 @@ SELF_REGISTERED_KINDS = ("dynamic", "metadata")
 SELF_REGISTERED_GRANTS = ("authorization_code", "refresh_token")
 
 
-class ClientRuleError(AppError):
-    """One or more fields broke a rule: ``errors`` maps each field name to its problem."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(next(iter(errors.values())))
-        self.errors = errors
 
 
 @dataclass
@@ -134,7 +128,7 @@ def _validate(session: Session, spec: NewClient, *, self_registered: bool = Fals
     elif not set(defaults) <= set(scopes):
         errors["default_scopes"] = "default scopes must be among the client's allowed scopes"
     if errors:
-        raise ClientRuleError(errors)
+        raise FieldError(errors)
     application_type = spec.application_type or (
         "native" if redirect_uris and all(is_loopback_uri(u) for u in redirect_uris) else "web")
     return _Valid(name, auth_method, grant_types, redirect_uris, scopes, resources, list(defaults), application_type)
@@ -144,7 +138,7 @@ def create_client(session: Session, spec: NewClient) -> CreatedClient:
     valid = _validate(session, spec)
     client_id = spec.client_id or new_secret(16)
     if session.get(Client, client_id) is not None:
-        raise ClientRuleError({"client_id": f"client {client_id!r} already exists"})
+        raise FieldError({"client_id": f"client {client_id!r} already exists"})
     secret = None if valid.public else new_secret(32)
     client = Client(
         client_id=client_id, name=valid.name, kind=spec.kind,
