@@ -150,7 +150,8 @@ def _cutoff(params: Mapping[str, str], now: datetime) -> tuple[str, datetime, in
         age = DEFAULT_CLEANUP_AGE
     as_of = int(now.timestamp())
     given = params.get("as_of")
-    if given and given.isdigit():
+    # ASCII and bounded: str.isdigit() is also true for "²" and for numbers past int()'s digit limit (500s).
+    if given and given.isascii() and given.isdigit() and len(given) <= 12:
         as_of = min(int(given), as_of)  # never later than now: a later cutoff would only widen the set
     return age, datetime.fromtimestamp(as_of, now.tzinfo) - CLEANUP_AGES[age], as_of
 

@@ -14,9 +14,11 @@ from authserver.db import affected, utcnow
 from authserver.interaction.models import Consent
 
 
-def find(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> Consent | None:
-    return session.scalar(select(Consent).where(
-        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource))
+def find(session: Session, user_id: uuid.UUID, client_id: str, resource: str, *,
+         for_update: bool = False) -> Consent | None:
+    query = select(Consent).where(
+        Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource)
+    return session.scalar(query.with_for_update() if for_update else query)
 
 
 def granted(session: Session, user_id: uuid.UUID, client_id: str, resource: str) -> list[str]:

@@ -72,9 +72,14 @@ def require(session: Session, user_id: uuid.UUID) -> User:
 
 def require_another_admin(session: Session, user: User) -> None:
     """Refuse when ``user`` is the last enabled admin (the change would leave nobody to run the console)."""
+    # Lock first, and judge by the locked rows: ``populate_existing`` overwrites the session's
+    # already-loaded User objects (the signed-in admin, the target) with what the lock returned.
+    # Without it a concurrent, committed demotion of the other admin stayed invisible (the
+    # identity map kept the stale roles) and two admins could demote each other at once.
+    enabled = list(session.scalars(select(User).where(User.disabled.is_(False)).with_for_update()
+                                   .execution_options(populate_existing=True)))
     if not user.is_admin or user.disabled:
         return
-    enabled = session.scalars(select(User).where(User.disabled.is_(False)).with_for_update())
     if not any(other.is_admin and other.id != user.id for other in enabled):
         raise FieldError("roles", f"{user.username} is the last enabled admin; make someone else an admin first")
 

@@ -42,7 +42,11 @@ def exchange(session: Session, services: Services, client: Client, params: Param
         raise InvalidGrant("PKCE verification failed")
     _require_same_resource(row, params.optional("resource"))
 
-    grant = consents.find(session, row.user_id, row.client_id, row.resource)
+    # Locked until this exchange commits: ``grants.disconnect`` locks the same row, so it either
+    # committed before (its cut-off refuses the code below) or waits and then finds, and revokes,
+    # the refresh family and access token issued here. Unlocked, a disconnect on PostgreSQL could
+    # commit between this check and our commit and miss both.
+    grant = consents.find(session, row.user_id, row.client_id, row.resource, for_update=True)
     if grant is not None and grant.tokens_revoked_at is not None and grant.tokens_revoked_at >= row.created_at:
         raise InvalidGrant(INVALID_CODE, detail="the person disconnected the app after this code was issued")
     if not codes.consume(session, row, now):
