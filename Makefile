@@ -56,10 +56,12 @@ $(TS_INTEROP)/node_modules/.package-lock.json: $(TS_INTEROP)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "npm not found: skipping $(TS_INTEROP)"; exit 0; }; \
 	npm ci --prefix $(TS_INTEROP) --no-audit --no-fund
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist); every test has its own databases.
+TEST_WORKERS ?= 2
 test: $(VENV)/.test-deps chromium $(TS_INTEROP)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Hot-path load test against a real server on a throw-away SQLite database (see bench/bench.py --help).
 bench: $(VENV)/.test-deps
