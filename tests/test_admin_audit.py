@@ -19,7 +19,7 @@ from tests.oauth_helpers import World, authorize_params, exchange, pkce_pair, qu
 @pytest.fixture
 def world(db: Database) -> World:
     world = seed(db)
-    make_user(db, "root", ["admin"])
+    make_user(db, "root", "admin")
     now = utcnow()
     alice, bob = user_id(db, "alice"), user_id(db, "bob")
     with db.session() as s:

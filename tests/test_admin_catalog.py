@@ -19,7 +19,7 @@ from authserver.app import create_app
 from authserver.catalog.check import ResourceChecker
 from authserver.db import Database
 from authserver.safehttp import GuardedHTTP
-from tests.admin_helpers import browser, csrf, make_user, sign_in
+from tests.admin_pages import browser, csrf, make_user, sign_in
 from tests.conftest import ISSUER, make_settings
 from tests.live import serve
 from tests.oauth_helpers import OTHER_RESOURCE, RESOURCE, count, parse_forms, seed, sql

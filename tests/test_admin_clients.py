@@ -18,7 +18,7 @@ from authserver.clients.models import Client
 from authserver.db import Database, utcnow
 from authserver.tokens import refresh
 from authserver.tokens.refresh import RefreshGrant
-from tests.admin_pages import browser, csrf_of, make_user, snapshot
+from tests.admin_pages import browser, csrf, make_user, snapshot
 from tests.oauth_helpers import (
     REDIRECT,
     RESOURCE,
@@ -38,8 +38,8 @@ from tests.oauth_helpers import (
 @pytest.fixture
 def world(db: Database) -> World:
     world = seed(db)
-    make_user(db, "root", ["admin"])
-    make_user(db, "watcher", ["auditor"])
+    make_user(db, "root", "admin")
+    make_user(db, "watcher", "auditor")
     return world
 
 
@@ -69,7 +69,7 @@ def create_form(**overrides: object) -> dict[str, object]:
 
 def create(admin: TestClient, **overrides: object):  # type: ignore[no-untyped-def]
     data = create_form(**overrides)
-    data["csrf"] = csrf_of(admin, "/admin/clients/new")
+    data["csrf"] = csrf(admin, "/admin/clients/new")
     return admin.post("/admin/clients", data=data)
 
 
@@ -84,7 +84,7 @@ def client_credentials(client: TestClient, client_id: str, secret: str):  # type
 
 
 def post(b: TestClient, path: str, csrf_page: str | None = None, **data: object):  # type: ignore[no-untyped-def]
-    return b.post(path, data={"csrf": csrf_of(b, csrf_page or path), **data})
+    return b.post(path, data={"csrf": csrf(b, csrf_page or path), **data})
 
 
 def audit_rows(db: Database, event: str) -> list[tuple]:  # type: ignore[type-arg]
@@ -140,7 +140,7 @@ def test_auditor_reads_every_page_but_every_change_is_refused(app: FastAPI, db: 
             assert page.status_code == 200, path
         detail = watcher.get(url("detail", world.confidential_id)).text
         assert "Rotate secret" not in detail and ">Delete<" not in detail  # no change buttons for auditors
-        token = csrf_of(watcher, url("delete", world.confidential_id))  # a valid token of the auditor's session
+        token = csrf(watcher, url("delete", world.confidential_id))  # a valid token of the auditor's session
         posts = {"/admin/clients": create_form(), url("edit", world.confidential_id): create_form(),
                  url("rotate", world.confidential_id): {}, url("disable", world.confidential_id): {},
                  url("enable", world.confidential_id): {}, url("delete", world.confidential_id): {},
@@ -154,7 +154,7 @@ def test_auditor_reads_every_page_but_every_change_is_refused(app: FastAPI, db: 
 def test_missing_or_foreign_csrf_token_changes_nothing(app: FastAPI, db: Database, world: World,
                                                        admin: TestClient) -> None:
     with browser(app, "watcher") as other:
-        foreign = csrf_of(other, url("delete", world.confidential_id))
+        foreign = csrf(other, url("delete", world.confidential_id))
     before = snapshot(db)
     for token in (None, foreign, "forged"):
         for path in (url("delete", world.confidential_id), url("disable", world.confidential_id), "/admin/clients",

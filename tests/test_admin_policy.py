@@ -13,7 +13,7 @@ from authserver.app import create_app
 from authserver.db import Database
 from authserver.policy.cache import PolicyCache
 from authserver.settings import Settings
-from tests.admin_helpers import browser, csrf, make_user, sign_in
+from tests.admin_pages import browser, csrf, make_user, sign_in
 from tests.conftest import ISSUER, make_settings
 from tests.oauth_helpers import PASSWORD, authorize_params, count, execute, parse_forms, pkce_pair, seed, sql
 

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from authserver.db import Database
 from authserver.errors import AppError
 from authserver.users import repository as users
-from tests.admin_helpers import browser, csrf, make_user, sign_in
+from tests.admin_pages import browser, csrf, make_user, sign_in
 from tests.oauth_helpers import (
     PASSWORD,
     authorize_params,

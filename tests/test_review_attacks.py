@@ -18,7 +18,7 @@ from authserver.errors import AppError
 from authserver.grants import service as grants
 from authserver.tokens import codes, lookup
 from authserver.users import repository as users
-from tests.admin_pages import browser, csrf_of, make_user
+from tests.admin_pages import browser, csrf, make_user
 from tests.oauth_helpers import (
     PASSWORD,
     RESOURCE,
@@ -44,8 +44,8 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(db: Database, ba
     """
     if backend == "sqlite":
         pytest.skip("SQLite write transactions start with BEGIN IMMEDIATE: the two cannot interleave")
-    a = uuid.UUID(make_user(db, "alice", ["admin"]))
-    b = uuid.UUID(make_user(db, "bob", ["admin"]))
+    a = uuid.UUID(make_user(db, "alice", "admin"))
+    b = uuid.UUID(make_user(db, "bob", "admin"))
     with db.session() as bobs:
         acting = users.require(bobs, b)  # B's request: who is signed in (pages.require_signed_in)
         target = users.require(bobs, a)
@@ -62,8 +62,8 @@ def test_disabling_an_admin_demoted_meanwhile_keeps_one_admin(db: Database, back
     """The same race through disable: B's request disables A while A's request demotes B."""
     if backend == "sqlite":
         pytest.skip("SQLite write transactions start with BEGIN IMMEDIATE: the two cannot interleave")
-    a = uuid.UUID(make_user(db, "alice", ["admin"]))
-    b = uuid.UUID(make_user(db, "bob", ["admin"]))
+    a = uuid.UUID(make_user(db, "alice", "admin"))
+    b = uuid.UUID(make_user(db, "bob", "admin"))
     with db.session() as bobs:
         acting = users.require(bobs, b)  # held, as the request holds who is signed in
         target = users.require(bobs, a)
@@ -157,18 +157,18 @@ def _state(db: Database) -> dict[str, list[str]]:
 @pytest.mark.filterwarnings("ignore:Duplicate Operation ID")
 def test_no_console_post_obeys_an_auditor_a_user_or_a_token_of_another_purpose(app: FastAPI, db: Database) -> None:
     world = seed(db)
-    admin_id = make_user(db, "root", ["admin"])
-    make_user(db, "eve", ["auditor"])
-    make_user(db, "mallory", ["user"])
+    admin_id = make_user(db, "root", "admin")
+    make_user(db, "eve", "auditor")
+    make_user(db, "mallory", "user")
     routes = _post_routes(app, "/admin")
     assert len(routes) >= 20, routes
     fields = {"client_id": world.confidential_id, "name": "read:calendar", "uri": RESOURCE, "role": "user",
               "mode": "off", "password": "another long password", "label": "x", "description": "d"}
     with browser(app, "eve") as eve, browser(app, "root") as root, browser(app, "mallory") as mallory:
-        eve_token = csrf_of(eve, "/admin/scopes/edit?name=read:calendar")
+        eve_token = csrf(eve, "/admin/scopes/edit?name=read:calendar")
         root_logout = cookies_of(app).csrf_token("logout", root.cookies.get("authserver_session") or "")
         root_flash = cookies_of(app).csrf_token("flash", root.cookies.get("authserver_session") or "")
-        mallory_page = csrf_of(mallory, "/account/password")
+        mallory_page = csrf(mallory, "/account/password")
         before = _state(db)
         for path in routes:
             target = _fill(path, admin_id) + f"?client_id={world.confidential_id}"
@@ -187,7 +187,7 @@ def test_no_account_post_obeys_a_token_of_another_purpose_or_session(app: FastAP
     with browser(app, "alice") as alice, browser(app, "bob") as bob:
         value = alice.cookies.get("authserver_session") or ""
         tokens = [cookies_of(app).csrf_token("logout", value), cookies_of(app).csrf_token("signin", value),
-                  csrf_of(bob, "/account/password"), ""]
+                  csrf(bob, "/account/password"), ""]
         before = _state(db)
         for path in routes:
             for token in tokens:
@@ -274,7 +274,7 @@ def test_korean_pages_escape_names_filled_into_translated_sentences(client: Test
 def test_cleanup_preview_with_a_non_ascii_or_huge_as_of_is_no_server_error(app: FastAPI, db: Database,
                                                                            as_of: str) -> None:
     """``str.isdigit`` is true for "²" (int() refuses it) and for 5000 digits (past int()'s limit): 500s."""
-    make_user(db, "eve", ["auditor"])
+    make_user(db, "eve", "auditor")
     with browser(app, "eve") as eve:
         response = eve.get("/admin/clients/cleanup", params={"age": "1d", "as_of": as_of})
     assert response.status_code == 200, response.text[:300]
