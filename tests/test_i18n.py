@@ -116,3 +116,15 @@ def test_error_page_and_failed_sign_in_in_korean(client: TestClient, db: Databas
     failed = login(client, page.text, password="wrong password")
     assert failed.status_code == 401
     assert "사용자 이름과 비밀번호가 활성 계정과 일치하지 않습니다." in failed.text
+
+
+def test_console_stays_english_without_a_switch(app, db: Database) -> None:  # type: ignore[no-untyped-def]
+    from tests.admin_pages import browser, make_user
+
+    make_user(db, "root", "admin")
+    with browser(app, "root") as admin:
+        admin.cookies.set("authserver_lang", "ko")
+        page = admin.get("/admin")
+        assert page.status_code == 200
+        assert '<html lang="en">' in page.text and "/language?" not in page.text
+        assert '<html lang="ko">' in admin.get("/account").text
