@@ -72,7 +72,7 @@ bench: $(VENV)/.test-deps
 # fails while one is missing). Catalogs are compiled in memory at start-up (authserver/web/i18n.py).
 messages: $(VENV)/.test-deps
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o $(VENV)/messages.pot .
-	$(BIN)/pybabel update -i $(VENV)/messages.pot -d authserver/locale --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel update -i $(VENV)/messages.pot -d authserver/locale --no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date
 
 # The README's pictures of the main pages (docs/screenshots/), taken in Debian's Chromium.
 screenshots: $(VENV)/.test-deps chromium

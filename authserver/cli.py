@@ -22,6 +22,7 @@ from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
 from authserver.db import Database, utcnow
 from authserver.errors import AppError
+from authserver.interaction import sessions
 from authserver.keys.models import SigningKey
 from authserver.keys.ring import published_keys
 from authserver.secrets import new_secret
@@ -180,7 +181,9 @@ def cmd_users_set_password(ctx: Context, args: argparse.Namespace) -> None:
         if user is None:
             raise AppError(f"no user {args.username!r}")
         users.set_password(session, user, password)
-        record(session, "user.password_set", actor=CLI_ACTOR, username=user.username)
+        # Whoever signed in with the old password (a leaked one-time password) is signed out.
+        ended = sessions.end_all(session, user.id)
+        record(session, "user.password_set", actor=CLI_ACTOR, username=user.username, sessions_ended=ended)
         row = _user_row(user)
     text = f"password set for {args.username}"
     if generated:

@@ -9,18 +9,20 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("authserver.settings")
 
 SECRET_FILE_NAME = "authserver.secret"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class ConfigError(ValueError):
@@ -84,6 +86,26 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("a plain http issuer is only allowed on a loopback host; use https")
         return value.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except Exception:  # SQLAlchemy raises ArgumentError for anything that is no URL
+            raise ValueError("not a database URL (e.g. sqlite:///authserver.db or "
+                             "postgresql+psycopg://user:password@host:5432/db)") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_known(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r} (one of: {', '.join(LOG_LEVELS)})")
+        return level
 
     @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:
@@ -155,6 +177,11 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
+    except SettingsError as exc:
+        # A list setting whose value is not JSON fails before validation, naming only the field.
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"AUTHSERVER_{match.group(1).upper()}" if match else "a setting"
+        raise ConfigError(f'{name}: not valid JSON (a list is written like ["a.example", "b.example"])') from None
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -293,3 +293,25 @@ def test_unusable_database_or_config_fails_with_one_line_and_writes_nothing(tmp_
             assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     assert not https_db.exists()
     assert not (tmp_path / "authserver.secret").exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_set_password_signs_the_person_out_everywhere(backend: str, request: pytest.FixtureRequest) -> None:
+    """Replacing a leaked one-time password must also end what was signed in with it."""
+    from authserver.interaction import sessions
+
+    cli: Cli = request.getfixturevalue("sqlite_cli" if backend == "sqlite" else "pg_cli")
+    cli.ok("init")
+    db = Database(cli.url)
+    try:
+        with db.session() as s:
+            admin = users.get_by_username(s, "admin")
+            assert admin is not None
+            sessions.start(s, admin, 3600, None)
+            sessions.start(s, admin, 3600, None)
+        cli.ok("users", "set-password", "admin", "--password-stdin", stdin="a brand new passphrase\n")
+        with db.session() as s:
+            assert s.scalar(text("SELECT COUNT(*) FROM login_sessions")) == 0
+            assert users.authenticate(s, "admin", "a brand new passphrase") is not None
+    finally:
+        db.dispose()

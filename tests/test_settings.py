@@ -46,3 +46,24 @@ def test_development_secret_is_generated_once_into_a_0600_file(tmp_path: Path) -
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert settings.resolved_secret_key() == first
     assert len(first) >= 48
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("AUTHSERVER_CIMD_ALLOWED_HOSTS", "notjson", "AUTHSERVER_CIMD_ALLOWED_HOSTS: not valid JSON"),
+    ("AUTHSERVER_CIMD_DENIED_HOSTS", "x", "AUTHSERVER_CIMD_DENIED_HOSTS: not valid JSON"),
+    ("AUTHSERVER_LOG_LEVEL", "verbose", "AUTHSERVER_LOG_LEVEL: unknown log level 'verbose'"),
+    ("AUTHSERVER_DATABASE_URL", "not a url", "AUTHSERVER_DATABASE_URL: not a database URL"),
+    ("AUTHSERVER_DATABASE_URL", "mysql://db/authserver", "AUTHSERVER_DATABASE_URL: unsupported database 'mysql'"),
+])
+def test_unusable_environment_values_are_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                          value: str, message: str) -> None:
+    """What the CLI prints as its one ``error:`` line, never a traceback."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert load_settings(log_level="DEBUG").log_level == "debug"

@@ -133,8 +133,10 @@ def router(cookies: Cookies) -> APIRouter:
             return page(request, who, "admin/confirm.html", section="users", heading=f"Disable {user.username}?",
                         explanation=[
                             f"{user.username} will not be able to sign in, and is signed out of every browser now.",
-                            "Apps they connected stop working at their next token refresh; access tokens already "
-                            "issued expire within minutes. Enabling the account again restores sign-in.",
+                            "Apps they connected stop working at once: their refresh is refused and introspection "
+                            "reports their access tokens inactive (a resource server that only checks signatures "
+                            "sees it when the token expires, within minutes). Enabling the account again restores "
+                            "sign-in.",
                         ], items=[], action=pages.local(request, f"/admin/users/{user.id}/disable"), hidden={},
                         button="Disable account", cancel=pages.local(request, f"/admin/users/{user.id}"))
 
