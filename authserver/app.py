@@ -54,17 +54,19 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path
+    # Routes are matched in order: the machine-facing hot paths first, the dozens of page routes
+    # (console, account) after them, so a token or introspection request never walks past those.
     app.include_router(discovery.router(settings))
+    app.include_router(token.router(registry), prefix=prefix)
+    app.include_router(introspection.router(registry), prefix=prefix)
+    app.include_router(revocation.router(registry), prefix=prefix)
+    app.include_router(tool_calls.router(registry), prefix=prefix)
+    # Always mounted: it answers per the registration policy of the moment (see its docstring).
+    app.include_router(registration.router(services), prefix=prefix)
     app.include_router(interaction.router(services.cookies, registry), prefix=prefix)
     app.include_router(signin.router(services.cookies), prefix=prefix)
     app.include_router(account.router(services.cookies), prefix=prefix)
     app.include_router(admin.router(services.cookies), prefix=prefix)
-    app.include_router(token.router(registry), prefix=prefix)
-    app.include_router(revocation.router(registry), prefix=prefix)
-    app.include_router(introspection.router(registry), prefix=prefix)
-    app.include_router(tool_calls.router(registry), prefix=prefix)
-    # Always mounted: it answers per the registration policy of the moment (see its docstring).
-    app.include_router(registration.router(services), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), *(f"{prefix}{p}" for p in (
