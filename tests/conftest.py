@@ -8,12 +8,15 @@ AUTHSERVER_TEST_REQUIRE_POSTGRES=1 (as in CI), where that is a failure.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -168,3 +171,22 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     """The ASGI app over httpx (Starlette's TestClient), lifespan included."""
     with TestClient(app, base_url=ISSUER, follow_redirects=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def loopback_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every outgoing connection attempt and refuse any to a non-loopback address.
+
+    SSRF tests assert the list stays empty: a guard must refuse an address before connecting.
+    """
+    attempts: list[str] = []
+    real = socket.create_connection
+
+    def guarded(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        attempts.append(address[0])
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise OSError(f"test refused a connection to non-loopback {address[0]}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", guarded)
+    return attempts

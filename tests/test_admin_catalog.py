@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 from collections.abc import Iterator
@@ -292,17 +291,7 @@ def test_check_of_an_unreachable_server_is_a_sentence(checking: tuple[TestClient
     assert "The request without a token to" in text
 
 
-def test_check_refuses_private_addresses_before_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
-    attempts: list[str] = []
-    real = socket.create_connection
-
-    def guarded(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        attempts.append(address[0])
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            raise OSError(f"test refused a connection to non-loopback {address[0]}")
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", guarded)
+def test_check_refuses_private_addresses_before_connecting(loopback_connections: list[str]) -> None:
     for addresses in (["10.0.0.5"], ["169.254.169.254"], ["127.0.0.1"], ["::ffff:192.168.1.1"]):
         checker = ResourceChecker(GuardedHTTP(resolver=lambda host, port, a=addresses: a))
         result = checker.check("https://mcp.internal.example/mcp", ISSUER, {"read:calendar"}, {"read:calendar"})
@@ -310,4 +299,4 @@ def test_check_refuses_private_addresses_before_connecting(monkeypatch: pytest.M
         messages = " ".join(f.message for f in result.findings)
         assert "could not be resolved to a public address" in messages
         assert addresses[0] not in messages  # the address stays in the log-only detail
-    assert attempts == []
+    assert loopback_connections == []

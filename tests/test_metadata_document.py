@@ -8,7 +8,6 @@ test instead of reaching 10.0.0.5 or a cloud metadata endpoint.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -119,19 +118,9 @@ def server() -> Iterator[DocumentServer]:
 
 
 @pytest.fixture(autouse=True)
-def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every connection attempt and refuse any to a non-loopback address."""
-    attempts: list[str] = []
-    real = socket.create_connection
-
-    def guarded(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        attempts.append(address[0])
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            raise OSError(f"test refused a connection to non-loopback {address[0]}")
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", guarded)
-    return attempts
+def connections(loopback_connections: list[str]) -> list[str]:
+    """Every test here runs with outgoing connections limited to loopback (see conftest)."""
+    return loopback_connections
 
 
 def good_document(**overrides: Any) -> dict[str, Any]:
