@@ -1,0 +1,151 @@
+"""Audit events of stateless work, written in batches.
+
+Most events are written in the transaction of the change they describe (``audit.log.record``).
+Issuing a ``client_credentials`` token changes nothing in the database: the token is a signed
+JWT. Writing its ``token.issued`` row, and the client's coarse "last used" time, in a
+transaction of their own per request would make the hot path wait on the database's write
+lock for a row nobody reads in that request. So such events go into this buffer, and one
+background thread writes them in one transaction per batch:
+
+* at most ``flush_seconds`` (``AUTHSERVER_AUDIT_FLUSH_SECONDS``, default 0.5 s) after they
+  were recorded, sooner when ``batch_size`` are waiting;
+* on shutdown (``close``, run by the app's lifespan), before the process exits;
+* a batch the database refused stays queued and is retried; beyond ``max_pending`` events the
+  oldest are dropped, each loss logged, so a database outage cannot exhaust memory.
+
+The thread starts with the first event and ends after a few idle seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, or_, update
+
+from authserver.audit.log import outcome_of
+from authserver.audit.models import AuditEvent
+from authserver.clients.models import Client
+from authserver.db import Database, utcnow
+
+log = logging.getLogger("authserver.audit")
+
+# "Last used" in the console is coarse on purpose: one write a minute per client, not one per token.
+USAGE_RESOLUTION = timedelta(minutes=1)
+IDLE_EXIT_SECONDS = 5.0
+TABLE = cast(Table, AuditEvent.__table__)
+# executemany with RETURNING: SQLAlchemy's "insertmanyvalues" then sends multi-row INSERTs of
+# up to 1,000 rows, rewriting one compiled statement, on SQLite and PostgreSQL alike. Plain
+# executemany on SQLite is one step per row, and at each step this thread gives up the GIL and
+# waits up to a switch interval (5 ms) to get it back while the event loop is busy.
+INSERT_ROWS = insert(TABLE).returning(TABLE.c.id)
+
+
+class AuditBuffer:
+    def __init__(self, db: Database, *, flush_seconds: float = 0.5, batch_size: int = 500,
+                 max_pending: int = 100_000) -> None:
+        self._db = db
+        self._flush_seconds = flush_seconds
+        self._batch_size = batch_size
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._events: list[dict[str, Any]] = []
+        self._used: dict[str, datetime] = {}  # client_id → latest use not yet written
+        self._used_written: dict[str, datetime] = {}  # what this process last wrote, to skip needless writes
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def record(self, event: str, *, actor: str | None = None, client_id: str | None = None,
+               ip: str | None = None, at: datetime | None = None, **detail: Any) -> None:
+        row = {"event": event, "outcome": outcome_of(event), "actor": actor, "client_id": client_id, "ip": ip,
+               "detail": detail, "at": at or utcnow()}
+        with self._lock:
+            if len(self._events) >= self._max_pending:
+                dropped = self._events.pop(0)
+                log.error("audit buffer full: dropped a %s event (is the database reachable?)", dropped["event"])
+            self._events.append(row)
+            self._start_or_wake(len(self._events) >= self._batch_size)
+
+    def client_used(self, client_id: str, at: datetime) -> None:
+        """Note a use of the client; written at most once a minute per client."""
+        written = self._used_written.get(client_id)
+        if written is not None and at - written < USAGE_RESOLUTION:
+            return
+        with self._lock:
+            self._used[client_id] = at
+            self._start_or_wake(False)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def flush(self) -> None:
+        """Write everything recorded so far, now, in the caller's thread."""
+        with self._lock:
+            events, self._events = self._events, []
+            used, self._used = self._used, {}
+        if events or used:
+            self._write(events, used)
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (shutdown)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout=30)
+        self.flush()
+
+    # ---- the writer thread ---------------------------------------------------------------------
+
+    def _start_or_wake(self, now: bool) -> None:
+        # Called with the lock held.
+        if self._closed:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="authserver-audit", daemon=True)
+            self._thread.start()
+        elif now:
+            self._wake.notify()
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._closed and len(self._events) < self._batch_size:
+                    self._wake.wait(self._flush_seconds)
+                if self._closed:
+                    return  # close() writes the rest
+                events, self._events = self._events, []
+                used, self._used = self._used, {}
+                if not events and not used:
+                    if time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
+                        self._thread = None
+                        return
+                    continue
+            idle_since = time.monotonic()
+            try:
+                self._write(events, used)
+            except Exception:
+                log.exception("writing %d audit events failed; retrying", len(events))
+                with self._lock:
+                    self._events[:0] = events
+                    for client_id, at in used.items():
+                        self._used.setdefault(client_id, at)
+                time.sleep(self._flush_seconds)
+
+    def _write(self, events: list[dict[str, Any]], used: dict[str, datetime]) -> None:
+        with self._db.session() as session:
+            if events:
+                session.execute(INSERT_ROWS, events).all()
+            for client_id, at in used.items():
+                session.execute(update(Client).where(
+                    Client.client_id == client_id,
+                    or_(Client.last_used_at.is_(None), Client.last_used_at <= at - USAGE_RESOLUTION))
+                    .values(last_used_at=at))
+        self._used_written.update(used)
