@@ -13,9 +13,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from authserver.db import Database
 from authserver.errors import install_error_handlers
+from authserver.fastlane import AuthServer, HotRoutes
 from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders
 from authserver.services import build_services
 from authserver.settings import Settings, load_settings
@@ -35,9 +37,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.keys.ensure_key()
         log.info("authserver serving issuer %s", settings.issuer)
-        yield
+        try:
+            yield
+        finally:
+            # Batched audit events reach the database before the process goes.
+            await run_in_threadpool(services.audit.close)
 
-    app = FastAPI(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = AuthServer(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.state.templates = templates(TEMPLATES, settings.issuer_path)
     install_error_handlers(app)
@@ -54,11 +60,17 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path
-    # Routes are matched in order: the machine-facing hot paths first, the dozens of page routes
-    # (console, account) after them, so a token or introspection request never walks past those.
-    app.include_router(discovery.router(settings))
-    app.include_router(token.router(registry), prefix=prefix)
-    app.include_router(introspection.router(registry), prefix=prefix)
+    # The machine-facing hot paths skip FastAPI's stack (see fastlane); they are mounted first.
+    hot = HotRoutes()
+    for path in discovery_paths(settings):
+        hot.add("GET", path, discovery.metadata_endpoint(services))
+    hot.add("GET", f"{prefix}/jwks.json", discovery.jwks_endpoint(services))
+    hot.add("GET", "/healthz", discovery.health_endpoint(services))
+    hot.add("POST", f"{prefix}/token", token.endpoint(services, registry))
+    hot.add("POST", f"{prefix}/introspect", introspection.endpoint(services, registry))
+    cors_paths = [*discovery_paths(settings), *(f"{prefix}{p}" for p in ("/jwks.json", "/token", "/revoke"))]
+    app.use_hot_lane(hot, SecurityHeaders(BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]),
+                                                    max_bytes=settings.max_body_bytes), hsts=settings.is_https))
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(tool_calls.router(registry), prefix=prefix)
     # Always mounted: it answers per the registration policy of the moment (see its docstring).
@@ -69,8 +81,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(admin.router(services.cookies), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    app.add_middleware(PublicCORS, paths=[*discovery_paths(settings), *(f"{prefix}{p}" for p in (
-                       "/jwks.json", "/token", "/revoke"))], prefixes=[f"{prefix}/register"])
+    app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[f"{prefix}/register"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app

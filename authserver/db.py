@@ -9,14 +9,14 @@ JWKS and signing key are served from memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 READONLY = "authserver_readonly"
@@ -78,8 +78,34 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # Read-only sessions (see Database.read_session) begin deferred and never wait on writers.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it costs every checkout a round trip. A connection the server dropped
+    # (restart, idle timeout) fails its one request and is discarded with the pool's other
+    # connections of that generation; pool_recycle retires connections before typical idle timeouts.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, **kwargs)
+
+
+WRITTEN = "authserver_written_tables"
+
+
+def _note_flushed_tables(session: Session, _context: Any) -> None:
+    written = session.info.setdefault(WRITTEN, set())
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        table = getattr(obj, "__tablename__", None)
+        if table:
+            written.add(table)
+
+
+def _note_statement_table(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        table = getattr(state.statement, "table", None)
+        name = getattr(table, "name", None)
+        if name:
+            state.session.info.setdefault(WRITTEN, set()).add(name)
+
+
+def _forget_tables(session: Session) -> None:
+    session.info.pop(WRITTEN, None)
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -93,6 +119,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # synchronous stays FULL (SQLite's default): a committed revocation must survive a power cut.
+    # The hot paths hardly write (audit rows are batched, see audit.buffer), so fsyncs are few.
     cursor.close()
 
 
@@ -104,6 +132,23 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(**{READONLY: True}), expire_on_commit=False)
+        self._watchers: list[tuple[frozenset[str], Callable[[], None]]] = []
+        event.listen(self.sessions, "after_flush", _note_flushed_tables)
+        event.listen(self.sessions, "do_orm_execute", _note_statement_table)
+        event.listen(self.sessions, "after_commit", self._after_commit)
+        event.listen(self.sessions, "after_rollback", _forget_tables)
+
+    def on_commit(self, tables: Iterable[str], callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every commit, in this process, that wrote to one of ``tables``
+        (ORM objects or INSERT/UPDATE/DELETE statements run through a session)."""
+        self._watchers.append((frozenset(tables), callback))
+
+    def _after_commit(self, session: Session) -> None:
+        written: set[str] = session.info.pop(WRITTEN, set())
+        if written:
+            for tables, callback in self._watchers:
+                if tables & written:
+                    callback()
 
     @property
     def is_sqlite(self) -> bool:

@@ -155,14 +155,19 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
+def oauth_error(request: Request, exc: OAuthError) -> Response:
+    """Where every OAuth error becomes a response (the app's handler and the hot lane's)."""
+    log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
+    return oauth_error_response(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from authserver.web.i18n import gettext_for
     from authserver.web.pages import SignInRequired, sign_in_location
 
     async def on_oauth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
-        log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
-        return oauth_error_response(exc)
+        return oauth_error(request, exc)
 
     async def on_authorization_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AuthorizationError)

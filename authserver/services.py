@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authserver.audit.buffer import AuditBuffer
+from authserver.catalog.cache import ResourceCache
+from authserver.clients.cache import ClientCache
 from authserver.db import Database
 from authserver.interaction.cookies import Cookies
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
 from authserver.policy.cache import PolicyCache
+from authserver.readcache import ReadCache
 from authserver.settings import Settings
+from authserver.tokens.access import AccessTokenInfo
 from authserver.tokens.purge import Purger
+
+# Writing to these tables can change who may get or keep a token: a commit here empties the
+# hot-path caches of this process at once (the other processes see it within the cache period).
+INVALIDATING_TABLES = ("clients", "resources", "users", "consents", "revoked_access_tokens")
 
 
 @dataclass
@@ -32,13 +41,30 @@ class Services:
     cookies: Cookies
     # The registration policy as saved in the console (environment defaults), cached ≤ 5 s.
     policy: PolicyCache
+    # Hot-path reads, each kept ≤ AUTHSERVER_CACHE_SECONDS (see readcache): clients, the scopes
+    # of resources, and the verdict on each access token presented for introspection.
+    clients: ClientCache
+    resources: ResourceCache
+    verdicts: ReadCache[AccessTokenInfo | None]
+    # Audit events of work that writes nothing else (client_credentials), written in batches.
+    audit: AuditBuffer
+
+    def clear_caches(self) -> None:
+        self.clients.entries.clear()
+        self.resources.entries.clear()
+        self.verdicts.clear()
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
     secret = settings.resolved_secret_key()
     db = db or Database(settings.database_url)
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
-    return Services(settings=settings, db=db, keys=keys, secret=secret,
-                    grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                    purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
-                    policy=PolicyCache(db, settings))
+    ttl = settings.cache_seconds
+    services = Services(settings=settings, db=db, keys=keys, secret=secret,
+                        grace_sealer=KeyEncryptor(secret, "refresh-grace"),
+                        purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
+                        policy=PolicyCache(db, settings), clients=ClientCache(db, ttl),
+                        resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),
+                        audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds))
+    db.on_commit(INVALIDATING_TABLES, services.clear_caches)
+    return services

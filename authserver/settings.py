@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # How stale the registration policy saved in the console may be on a node (seconds, at most 5;
     # 0 reads it on every request). See policy.cache.
     policy_cache_seconds: float = Field(default=5.0, ge=0, le=5)
+    # How stale the hot paths' reads may be on a node (seconds, at most 5; 0 reads on every
+    # request): clients (a disabled client or rotated secret), resources, and whether an
+    # introspected access token was revoked. Changes made on the same node apply at once.
+    cache_seconds: float = Field(default=1.0, ge=0, le=5)
+    # Audit events of stateless work (client_credentials tokens) are written in batches, at
+    # most this many seconds after they happen, and on shutdown.
+    audit_flush_seconds: float = Field(default=0.5, gt=0, le=10)
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit, urlunsplit
 
 from authserver.errors import AppError
@@ -35,8 +36,11 @@ def is_loopback_uri(uri: str) -> bool:
     return parts.scheme == "http" and is_loopback_host(hostname)
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_resource_uri(uri: str) -> str:
-    """RFC 8707 §2: an absolute URI without fragment; scheme and host lower-cased."""
+    """RFC 8707 §2: an absolute URI without fragment; scheme and host lower-cased.
+
+    Memoised: every token request names the same few resources (an error is not cached)."""
     try:
         parts = urlsplit(uri.strip())
         port = parts.port

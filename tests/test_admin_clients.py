@@ -370,6 +370,7 @@ def test_delete_lists_what_goes_then_takes_consents_and_refresh_tokens(
 
 def test_list_searches_filters_and_pages(db: Database, world: World, admin: TestClient, client: TestClient) -> None:
     _tokens(client, world)  # the public client is used and holds one active grant
+    client.app.state.services.audit.flush()  # "last used" is written in batches (audit.buffer)
     with db.session() as s:
         for n in range(55):
             s.add(Client(client_id=f"dyn-{n:02d}", name=f"Registered {n:02d}", kind="dynamic",

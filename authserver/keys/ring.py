@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from authserver.db import Database, utcnow
 from authserver.keys.crypto import KeyEncryptor
@@ -144,6 +145,13 @@ class KeyRing:
         elif time.monotonic() - snap.loaded_at > self._refresh_interval:
             snap = self.reload(only_if_stale=True)
         return snap
+
+    async def fresh(self) -> Snapshot:
+        """``snapshot()`` for async code: from memory, or (every ``refresh_interval``) read in a thread."""
+        if self.is_fresh():
+            assert self._snapshot is not None
+            return self._snapshot
+        return await run_in_threadpool(self.snapshot)
 
     def is_fresh(self) -> bool:
         snap = self._snapshot

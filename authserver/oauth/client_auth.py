@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 from urllib.parse import unquote
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from authserver.clients.cache import ClientCache, ClientView
 from authserver.clients.models import Client
+from authserver.db import utcnow
 from authserver.errors import InvalidClient, InvalidRequest
 from authserver.oauth.params import Params, has_control_characters, read_form, reject_repeated
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
@@ -45,7 +49,20 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     return client_id, secret
 
 
-def authenticate_client(session: Session, registry: ClientRegistry, request: Request, params: Params) -> Client:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presents: one client_id, its secret (None for ``none``), and the method used."""
+
+    client_id: str
+    secret: str | None
+    method: str
+
+    @property
+    def challenge(self) -> dict[str, str]:
+        return BASIC_CHALLENGE if self.method == "client_secret_basic" else {}
+
+
+def credentials(request: Request, params: Params) -> Credentials:
     basic = basic_credentials(request)
     body_id, body_secret = params.optional("client_id"), params.optional("client_secret")
     if basic and body_secret:
@@ -60,20 +77,54 @@ def authenticate_client(session: Session, registry: ClientRegistry, request: Req
         client_id, secret, method = body_id or "", None, "none"
     if not client_id:
         raise InvalidClient("client authentication is required")
+    return Credentials(client_id, secret, method)
 
-    challenge = BASIC_CHALLENGE if method == "client_secret_basic" else {}
-    try:
-        client = registry.find(session, client_id)
-    except ClientLookupError as exc:
-        raise InvalidClient(exc.public, headers=challenge) from None
+
+class Registered(Protocol):
+    """What authentication reads of a client: the ORM row or its cached view."""
+
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def token_endpoint_auth_method(self) -> str: ...
+    @property
+    def secret_hash(self) -> str | None: ...
+
+
+C = TypeVar("C", bound=Registered)
+
+
+def verify(client: C | None, given: Credentials) -> C:
+    """``client`` (as found for ``given.client_id``) if the credentials prove it, else ``invalid_client``."""
+    challenge = given.challenge
     if client is None or client.disabled:
-        raise InvalidClient("client authentication failed", detail=f"unknown client {client_id!r}", headers=challenge)
-    if client.token_endpoint_auth_method != method:
+        raise InvalidClient("client authentication failed", detail=f"unknown client {given.client_id!r}",
+                            headers=challenge)
+    if client.token_endpoint_auth_method != given.method:
         raise InvalidClient("client authentication failed", headers=challenge,
-                            detail=f"{client_id!r} registered {client.token_endpoint_auth_method}, used {method}")
-    if secret is not None and not secret_matches(secret, client.secret_hash):
+                            detail=f"{given.client_id!r} registered {client.token_endpoint_auth_method}, "
+                                   f"used {given.method}")
+    if given.secret is not None and not secret_matches(given.secret, client.secret_hash):
         raise InvalidClient("client authentication failed", detail="wrong client secret", headers=challenge)
     return client
+
+
+def authenticate_client(session: Session, registry: ClientRegistry, request: Request, params: Params) -> Client:
+    given = credentials(request, params)
+    try:
+        client = registry.find(session, given.client_id)
+    except ClientLookupError as exc:
+        raise InvalidClient(exc.public, headers=given.challenge) from None
+    return verify(client, given)
+
+
+async def authenticate_cached(cache: ClientCache, given: Credentials) -> ClientView:
+    """The hot paths' authentication: the client as cached (see ``clients.cache``), never a
+    metadata-document client (callers send those through ``authenticate_client``)."""
+    client = await cache.get(given.client_id) if len(given.client_id) <= 2048 else None
+    if client is not None and client.expires_at is not None and client.expires_at <= utcnow():
+        client = None
+    return verify(client, given)
 
 
 async def read_client_request(request: Request, registry: ClientRegistry) -> Params:

@@ -1,56 +1,87 @@
-"""Discovery: AS metadata at every URL MCP clients try, and the JWKS."""
+"""Discovery: AS metadata at every URL MCP clients try, and the JWKS.
+
+Both are served as precomputed bytes with an ETag (``If-None-Match`` gets 304). They are
+plain Starlette endpoints on the hot lane (see ``fastlane``); a thread hop and a query happen
+only when a cached copy has aged out.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver.catalog import repository as catalog
-from authserver.deps import ServicesDep
-from authserver.oauth.metadata import build_metadata, discovery_paths
-from authserver.settings import Settings
+from authserver.oauth.metadata import build_metadata
+from authserver.services import Services
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 # Metadata changes only when scopes or the registration policy do; a short cache keeps discovery
 # free of queries. The policy has its own (shorter) cache bound and is part of the key, so
 # ``registration_endpoint`` follows it within that bound.
 METADATA_TTL = 10.0
+METADATA_CACHE = "public, max-age=60"
+JWKS_CACHE = "public, max-age=300"
 
 
-def router(settings: Settings) -> APIRouter:
-    api = APIRouter()
-    cache: dict[bool, tuple[float, bytes]] = {}
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
-    def metadata(services: ServicesDep) -> Response:
-        registration = services.policy.current().registration_enabled
+
+def cached_bytes(request: Request, body: bytes, etag: str, media_type: str, cache_control: str) -> Response:
+    headers = {"Cache-Control": cache_control, "ETag": etag}
+    given = request.headers.get("if-none-match", "")
+    if etag in given or given.strip() == "*":
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def metadata_endpoint(services: Services) -> Endpoint:
+    cache: dict[bool, tuple[float, bytes, str]] = {}
+
+    def build(registration: bool) -> tuple[float, bytes, str]:
+        with services.db.read_session() as session:
+            public = [s.name for s in catalog.list_scopes(session) if s.public]
+        body = json.dumps(build_metadata(services.settings, public, registration=registration),
+                          separators=(",", ":")).encode()
+        return time.monotonic(), body, etag_of(body)
+
+    async def metadata(request: Request) -> Response:
+        policy = services.policy.current() if services.policy.is_fresh() else \
+            await run_in_threadpool(services.policy.current)
+        registration = policy.registration_enabled
         hit = cache.get(registration)
         if hit is None or time.monotonic() - hit[0] > METADATA_TTL:
-            with services.db.read_session() as session:
-                public = [s.name for s in catalog.list_scopes(session) if s.public]
-            body = json.dumps(build_metadata(services.settings, public, registration=registration),
-                              separators=(",", ":")).encode()
-            hit = (time.monotonic(), body)
-            cache[registration] = hit
-        return Response(hit[1], media_type="application/json",
-                        headers={"Cache-Control": "public, max-age=60"})
+            hit = cache[registration] = await run_in_threadpool(build, registration)
+        return cached_bytes(request, hit[1], hit[2], "application/json", METADATA_CACHE)
 
-    for path in discovery_paths(settings):
-        api.add_api_route(path, metadata, methods=["GET"], include_in_schema=False)
+    return metadata
 
-    @api.get(f"{settings.issuer_path}/jwks.json", include_in_schema=False)
-    async def jwks(services: ServicesDep) -> Response:
-        # Served from memory; only a stale key snapshot (every 30 s) costs a thread hop and a query.
-        keys = services.keys
-        snapshot = keys.snapshot() if keys.is_fresh() else await run_in_threadpool(keys.snapshot)
-        return Response(snapshot.jwks_body, media_type="application/jwk-set+json",
-                        headers={"Cache-Control": "public, max-age=300"})
 
-    @api.get("/healthz", include_in_schema=False)
-    def health(services: ServicesDep) -> dict[str, str]:
-        services.keys.snapshot()
-        return {"status": "ok"}
+def jwks_endpoint(services: Services) -> Endpoint:
+    etags: dict[bytes, str] = {}
 
-    return api
+    async def jwks(request: Request) -> Response:
+        snapshot = await services.keys.fresh()
+        body = snapshot.jwks_body
+        etag = etags.get(body)
+        if etag is None:
+            etags.clear()  # only the current key set's tag is worth keeping
+            etag = etags[body] = etag_of(body)
+        return cached_bytes(request, body, etag, "application/jwk-set+json", JWKS_CACHE)
+
+    return jwks
+
+
+def health_endpoint(services: Services) -> Endpoint:
+    async def health(request: Request) -> Response:
+        await services.keys.fresh()
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return health

@@ -4,74 +4,104 @@ Callers authenticate as confidential clients. A resource server's client (``can_
 learns about access tokens for the resources it is registered for; any confidential client
 about its own tokens (refresh tokens only to their own client). Everything else, like expired,
 revoked, forged or foreign tokens, is ``{"active": false}`` and nothing more (§2.2).
+
+An access token's verdict (signature, claims, and whether it was taken back) is kept for at
+most ``AUTHSERVER_CACHE_SECONDS`` per token (``tokens.lookup.cached_access_token``): a
+revocation anywhere reads inactive on every process within that bound, at once on this one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
+from authserver.clients.cache import ClientView
 from authserver.clients.models import Client
 from authserver.db import utcnow
-from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, InvalidClient
-from authserver.oauth.client_auth import BASIC_CHALLENGE, authenticate_client, read_client_request
+from authserver.oauth.client_auth import (
+    BASIC_CHALLENGE,
+    authenticate_cached,
+    authenticate_client,
+    credentials,
+    read_client_request,
+)
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.responses import JSON
 from authserver.services import Services
 from authserver.tokens import lookup
 
 INACTIVE: dict[str, Any] = {"active": False}
 
 
-def router(registry: ClientRegistry) -> APIRouter:
-    api = APIRouter()
-
-    @api.post("/introspect")
-    async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
+def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
+    async def introspect(request: Request) -> Response:
         params = await read_client_request(request, registry)
+        given = credentials(request, params)
+        if registry.is_document_url(given.client_id):
+            # Metadata-document clients are public: refused below, after the usual lookup.
+            return JSON(await run_in_threadpool(_introspect, services, registry, request, params), headers=NO_STORE)
+        caller = await authenticate_cached(services.clients, given)
+        if caller.is_public:
+            raise InvalidClient("introspection requires a confidential client", headers=BASIC_CHALLENGE)
+        token = require(params, "token")
+        if _access_token_first(params, token):
+            # The common case, an active access token, is answered from the verdict cache.
+            access = await lookup.cached_access_token(services, token)
+            if access is not None:
+                return JSON(describe_access(caller, access), headers=NO_STORE)
+        return JSON(await run_in_threadpool(_introspect, services, registry, request, params), headers=NO_STORE)
 
-        def work() -> dict[str, Any]:
-            with services.db.read_session() as session:
-                caller = authenticate_client(session, registry, request, params)
-                if caller.is_public:
-                    raise InvalidClient("introspection requires a confidential client", headers=BASIC_CHALLENGE)
-                return introspect_token(session, services, caller, params)
-
-        return JSONResponse(await run_in_threadpool(work), headers=NO_STORE)
-
-    return api
+    return introspect
 
 
-def may_see(caller: Client, audience: str, token_client_id: str) -> bool:
+def _introspect(services: Services, registry: ClientRegistry, request: Request, params: Params) -> dict[str, Any]:
+    with services.db.read_session() as session:
+        caller = authenticate_client(session, registry, request, params)
+        if caller.is_public:
+            raise InvalidClient("introspection requires a confidential client", headers=BASIC_CHALLENGE)
+        return introspect_token(session, services, caller, params)
+
+
+def _access_token_first(params: Params, token: str) -> bool:
+    return params.get("token_type_hint") != "refresh_token" and "." in token
+
+
+def may_see(caller: Client | ClientView, audience: str, token_client_id: str) -> bool:
     return token_client_id == caller.client_id or (caller.can_introspect and audience in caller.resources)
+
+
+def describe_access(caller: Client | ClientView, access: lookup.AccessTokenInfo) -> dict[str, Any]:
+    claims = access.claims
+    if access.revoked or not may_see(caller, claims["aud"], claims["client_id"]):
+        return INACTIVE
+    body: dict[str, Any] = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
+        "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
+    if "nbf" in claims:
+        body["nbf"] = claims["nbf"]
+    if access.username:
+        body["username"] = access.username
+    return body
 
 
 def introspect_token(session: Session, services: Services, caller: Client, params: Params) -> dict[str, Any]:
     token = require(params, "token")
     issuer = services.settings.issuer
     kinds = ["access_token", "refresh_token"]
-    if params.get("token_type_hint") == "refresh_token" or "." not in token:
+    if not _access_token_first(params, token):
         kinds.reverse()
     for kind in kinds:
         if kind == "access_token":
             access = lookup.access_token(session, services, token)
             if access is None:
                 continue
-            claims = access.claims
-            if access.revoked or not may_see(caller, claims["aud"], claims["client_id"]):
-                return INACTIVE
-            body: dict[str, Any] = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
-                "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
-            if "nbf" in claims:
-                body["nbf"] = claims["nbf"]
-            if access.username:
-                body["username"] = access.username
-            return body
+            return describe_access(caller, access)
         info = lookup.refresh_token(session, token)
         if info is None:
             continue

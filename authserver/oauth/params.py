@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 
@@ -12,6 +14,7 @@ from authserver.uris import canonical_resource_uri
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
+MAX_FORM_FIELDS = 100
 
 
 class Params(dict[str, str]):
@@ -44,8 +47,11 @@ def collect(items: Iterable[tuple[str, object]]) -> Params:
     return params
 
 
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
 def has_control_characters(value: str) -> bool:
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    return CONTROL_CHARACTERS.search(value) is not None
 
 
 def has_control_or_format_characters(value: str) -> bool:
@@ -64,11 +70,22 @@ async def read_form_items(request: Request, max_fields: int = 100) -> list[tuple
 
 
 async def read_form(request: Request) -> Params:
-    """The form body of a token-style endpoint; anything but urlencoded is refused."""
+    """The form body of a token-style endpoint; anything but urlencoded is refused.
+
+    Parsed with ``urllib.parse`` rather than Starlette's multipart-capable parser: a token request
+    is a few short fields, and this is a tenth of the work. The result is the same (bytes taken
+    as Latin-1, percent-escapes as UTF-8, ``+`` as space, blank values kept). The body's size is
+    bounded by ``middleware.BodyLimit``, which wraps every route, the hot ones included.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise InvalidRequest(f"the request body must be {FORM_TYPE}")
-    return collect(await read_form_items(request))
+    body = await request.body()
+    try:
+        items = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:
+        raise InvalidRequest("the form body could not be read", detail=str(exc)) from None
+    return collect(items)
 
 
 async def read_json_bytes(request: Request, max_bytes: int) -> bytes:

@@ -1,26 +1,29 @@
 """The token endpoint (OAuth 2.1 §3.2): client authentication, then one grant handler.
 
 Every answer, success or error, carries ``Cache-Control: no-store``.
+
+``client_credentials`` is served on the event loop from the hot-path caches (see its module);
+the grants that change state (codes, refresh rotation) run their unit of work in the threadpool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
 from authserver.clients.models import Client
-from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
-from authserver.oauth.client_auth import authenticate_client, read_client_request
+from authserver.oauth.client_auth import authenticate_cached, authenticate_client, credentials, read_client_request
 from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.responses import JSON
 from authserver.services import Services
 
 Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]]
@@ -28,35 +31,41 @@ Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]
 GRANTS: dict[str, Grant] = {
     "authorization_code": authorization_code.exchange,
     "refresh_token": refresh_token.exchange,
-    "client_credentials": client_credentials.exchange,
 }
+CLIENT_CREDENTIALS = "client_credentials"
 
 
-def router(registry: ClientRegistry) -> APIRouter:
-    api = APIRouter()
-
-    @api.post("/token")
-    async def token(request: Request, services: ServicesDep) -> JSONResponse:
+def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
+    async def token(request: Request) -> Response:
         params = await read_client_request(request, registry)
+        grant_type = require(params, "grant_type")
         ip = request.client.host if request.client else None
-        body = await run_in_threadpool(_handle, services, registry, request, params, ip)
+        if grant_type == CLIENT_CREDENTIALS and not registry.is_document_url(params.get("client_id")):
+            client = await authenticate_cached(services.clients, credentials(request, params))
+            if grant_type not in client.grant_types:
+                raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+            body = await client_credentials.exchange(services, client, params, ip)
+        else:
+            body = await run_in_threadpool(_handle, services, registry, request, params, grant_type, ip)
         background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None
-        return JSONResponse(body, headers=NO_STORE, background=background)
+        return JSON(body, headers=NO_STORE, background=background)
 
-    return api
+    return token
 
 
-def _handle(services: Services, registry: ClientRegistry, request: Request, params: Params,
+def _handle(services: Services, registry: ClientRegistry, request: Request, params: Params, grant_type: str,
             ip: str | None) -> dict[str, Any]:
-    grant_type = require(params, "grant_type")
     handler = GRANTS.get(grant_type)
-    if handler is None:
+    if handler is None and grant_type != CLIENT_CREDENTIALS:
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     deferred: list[OAuthError] = []
     with services.db.session() as session:
         client = authenticate_client(session, registry, request, params)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        if handler is None:
+            # Only a metadata-document client comes here for client_credentials, and those are public.
+            raise UnauthorizedClient("a public client cannot use client_credentials")
         try:
             return handler(session, services, client, params, ip)
         except CommitThenRaise as exc:

@@ -13,15 +13,24 @@ from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.services import Services
 from authserver.tokens import refresh
-from authserver.tokens.access import issue_access_token
-
-# "Last used" in the console is coarse on purpose: one write a minute per client, not one per token.
-USAGE_RESOLUTION = timedelta(minutes=1)
+from authserver.tokens.access import IssuedAccessToken, issue_access_token
 
 
-def mark_used(client: Client, now: datetime) -> None:
-    if client.last_used_at is None or now - client.last_used_at >= USAGE_RESOLUTION:
-        client.last_used_at = now
+def access_token_response(services: Services, *, client_id: str, subject: str, resource: str, scopes: list[str],
+                          auth_time: datetime | None, now: datetime) -> tuple[IssuedAccessToken, dict[str, Any]]:
+    """A signed access token and the token response carrying it; notes the client's use (coarse, batched)."""
+    settings = services.settings
+    services.audit.client_used(client_id, now)
+    access = issue_access_token(
+        services.keys, issuer=settings.issuer, subject=subject, audience=resource, client_id=client_id,
+        scopes=[s for s in scopes if s != OFFLINE_ACCESS], ttl=settings.access_token_ttl, now=int(now.timestamp()),
+        auth_time=int(auth_time.timestamp()) if auth_time else None,
+    )
+    body: dict[str, Any] = {
+        "access_token": access.token, "token_type": "Bearer", "expires_in": access.expires_in,
+        "scope": " ".join(scopes),
+    }
+    return access, body
 
 
 @dataclass(frozen=True)
@@ -45,18 +54,9 @@ def token_response(session: Session, services: Services, *, client: Client, subj
     through sign-in whenever the short-lived access token expires.
     """
     settings = services.settings
-    mark_used(client, now)
-    resource_scopes = [s for s in scopes if s != OFFLINE_ACCESS]
-    access = issue_access_token(
-        services.keys, issuer=settings.issuer, subject=subject, audience=resource, client_id=client.client_id,
-        scopes=resource_scopes, ttl=settings.access_token_ttl, now=int(now.timestamp()),
-        auth_time=int(auth_time.timestamp()) if auth_time else None,
-    )
+    access, body = access_token_response(services, client_id=client.client_id, subject=subject, resource=resource,
+                                         scopes=scopes, auth_time=auth_time, now=now)
     access_expires_at = now + timedelta(seconds=access.expires_in)
-    body: dict[str, Any] = {
-        "access_token": access.token, "token_type": "Bearer", "expires_in": access.expires_in,
-        "scope": " ".join(scopes),
-    }
     family_id = None
     if (family is not None or stay_connected) and "refresh_token" in client.grant_types:
         grant = family or refresh.RefreshGrant(

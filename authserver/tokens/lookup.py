@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
@@ -14,18 +15,11 @@ from authserver.clients.models import Client
 from authserver.interaction.models import Consent
 from authserver.services import Services
 from authserver.tokens import refresh
-from authserver.tokens.access import decode_access_token
+from authserver.tokens.access import AccessTokenInfo, decode_access_token
 from authserver.tokens.models import RefreshToken, RevokedAccessToken
 from authserver.users.models import User
 
 ONE_SECOND = timedelta(seconds=1)  # the resolution of ``iat``
-
-
-@dataclass(frozen=True)
-class AccessTokenInfo:
-    claims: dict[str, Any]
-    revoked: bool
-    username: str | None
 
 
 @dataclass(frozen=True)
@@ -72,6 +66,24 @@ def access_token(session: Session, services: Services, token: str) -> AccessToke
     taken_back = bool(row["revoked"]) or not row["client_usable"] or bool(row.get("user_disabled")) \
         or bool(row.get("disconnected"))
     return AccessTokenInfo(claims, taken_back, row.get("username"))
+
+
+async def cached_access_token(services: Services, token: str) -> AccessTokenInfo | None:
+    """``access_token`` answered from the verdict cache: each distinct token is verified and
+    looked up at most once per cache period (see ``readcache``). Only tokens we signed are
+    kept, keyed by the token's SHA-256; an entry past the token's ``exp`` is not used."""
+    info = await services.verdicts.fetch(hashlib.sha256(token.encode()).digest(),
+                                         lambda: _read_access_token(services, token), _is_ours)
+    return info if info is not None and info.claims["exp"] > time.time() else None
+
+
+def _is_ours(info: AccessTokenInfo | None) -> bool:
+    return info is not None
+
+
+def _read_access_token(services: Services, token: str) -> AccessTokenInfo | None:
+    with services.db.read_session() as session:
+        return access_token(session, services, token)
 
 
 def refresh_token(session: Session, token: str) -> RefreshTokenInfo | None:
