@@ -292,9 +292,17 @@ def databases(choice: str, notes: list[str]) -> list[str]:
 
 # ---- main -------------------------------------------------------------------------------------
 
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` still runs every cleanup below
+    # Ctrl-C as a plain KeyboardInterrupt, also inside the Python driver's event loop (asyncio.run
+    # would make it a task cancellation); left alone where it is ignored (a background job).
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
     settings = Settings(duration=args.duration, warmup=args.warmup, connections=args.connections,
                         max_requests=args.max_requests, pin=not args.no_pin)
     check_tools(settings.pin)
@@ -351,4 +359,8 @@ def report(results: list[Result], stamp: str, settings: Settings, args: argparse
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: the server is stopped and the temporary files and database removed", file=sys.stderr)
+        sys.exit(130)
