@@ -342,6 +342,8 @@ def report(results: list[Result], stamp: str, settings: Settings, args: argparse
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, png_path = RESULTS / f"{stamp}.json", RESULTS / f"{stamp}.png"
     info = machine()
+    if "postgresql" in chosen:
+        info["postgresql"] = server.postgres_version()
     used = {**asdict(settings), "quick": args.quick, "databases": chosen, "scenarios": names,
             "server_cpus": settings.server_cpus, "load_cpus": settings.load_cpus, "started_at": stamp}
     write_json(json_path, results, machine=info, settings=used, notes=notes)

@@ -52,6 +52,14 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+def postgres_version() -> str:
+    import psycopg
+
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else ""
+
+
 def postgres_reachable() -> str | None:
     """None when PostgreSQL answers at 127.0.0.1:5432, else why not (one line)."""
     try:
