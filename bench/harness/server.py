@@ -49,7 +49,7 @@ def _pg_admin(sql: str) -> None:
 
     with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True,
                          connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def postgres_version() -> str:
