@@ -1,401 +1,368 @@
-"""Benchmark the hot endpoints of a real authserver process: JWKS, metadata, token, introspection.
+"""`make bench`: issue 9's performance budgets, measured on a real `authserver serve`, on SQLite and PostgreSQL.
 
-    python bench/bench.py [--requests N] [--concurrency C] [--max-seconds S]
-                          [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/authserver_bench]
+    make bench [ARGS="--quick --database sqlite --scenario refresh ..."]
+    .venv/bin/python bench/bench.py --help
 
-Everything happens in a throw-away temporary directory: a fresh SQLite database (or, with
---database-url, a uniquely named PostgreSQL database created on that server and dropped at
-the end), seeded through the CLI (`init`, a scope, a resource, a client_credentials client and
-a resource-server client with --introspect), then `authserver serve` on a free 127.0.0.1 port.
-Each endpoint gets at most N requests and at most S seconds, from C threads with one keep-alive
-connection each. The server is always stopped and the temporary files and database removed.
+What it measures, per scenario and database: requests/s, latency p50/p95/p99 as the client sees
+it, errors (every response that is not the success the scenario expects, and transport errors),
+and the server's peak RSS; each against its budget:
 
-Reported per endpoint: completed requests, errors (non-2xx or transport), requests/s, latency
-percentiles as seen by the client, and the server process's CPU time (utime+stime from
-/proc/<pid>/stat, all threads) per request. The client runs on the same machine, so on few
-cores the req/s column is bounded by client and server together; CPU/request is the server's alone.
-Only loopback traffic: the resource URI below is an identifier and is never contacted.
+  metadata, jwks        GET, ≥ 8,000/s per core (also with If-None-Match when the server sends ETags)
+  client_credentials    POST /token, Basic auth, scope and resource (compared with node-oidc-provider
+                        by /work/shared/peer-bench/vs_peer.sh, so no absolute budget here)
+  introspection         POST /introspect of an active access token by a confidential client
+  refresh               refresh-token rotation, each request a fresh never-used token, ≥ 1,000/s on PostgreSQL
+  signin                the POST of the sign-in form (argon2id), ≥ 30/s per core
+  flow                  authorize → sign-in → consent → token with PKCE, ≥ 25/s per core (one flow = one request)
+  idle                  RSS after start-up, before any load, ≤ 100 MB; under load ≤ 200 MB per process
+  scaling               client_credentials and introspection on `serve --workers 2`, ≥ 1.8x the one-core rate
+
+How:
+- The database is a throw-away one (a SQLite file in a temporary directory, or a uniquely named
+  PostgreSQL database at 127.0.0.1:5432 that is dropped at the end, also on Ctrl-C or an error),
+  seeded through the CLI as an operator would (`authserver db upgrade`, `scopes create`,
+  `resources create`, `clients create --json`, `users create`). The refresh scenario's tokens are
+  minted beforehand with the server's domain code (bench/harness/mint.py): each can be used once.
+- The server is started as a user would: `authserver serve --host 127.0.0.1 --port P`, with
+  AUTHSERVER_ISSUER, AUTHSERVER_DATABASE_URL and AUTHSERVER_SECRET_KEY set, and stopped with SIGTERM.
+- Pinning, as vs_peer.sh does: the server (one process) on CPU 1 (`taskset -c 1`), the load generator
+  on CPU 0, 16 keep-alive connections. The scaling runs are unpinned: `--workers 2` and wrk share
+  the two cores, which the table says. PostgreSQL itself is never pinned.
+- Load: wrk (`-t1 -cN`, bench/wrk/bench.lua, which checks every response's status and body) for the
+  fast endpoints; a Python driver (asyncio + httpx, N concurrent fresh browsers) for sign-in and the
+  flow, which read pages and forms and run at tens per second.
+- Each scenario: a short warm-up, then at most --duration seconds and at most --max-requests
+  requests (refresh: the minted tokens; signin: the prepared sign-in pages), under a progress bar.
+- Memory: VmRSS of the server process and its children read from /proc every 100 ms during
+  each scenario; the peak of any one process is reported (the JSON also has the sum).
+
+Output: the table on stdout, bench/results/<UTC time>.json (machine, settings, every figure) and
+bench/results/<UTC time>.png (throughput and p99 per scenario and database). A complete run (every
+scenario on both databases, not --quick) also copies them to docs/bench.json and docs/bench.png,
+which the README shows. Exit status: 0 when every scenario ran without errors (a budget missed is
+reported as FAIL in the table and JSON, not as an exit status), 1 when a scenario had errors or could
+not run, 2 when the benchmark could not start.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
+import contextlib
 import os
 import platform
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import httpx
+from harness import scenarios, seed, server
+from harness.report import Result, table, write_chart, write_json
+from harness.scenarios import SCENARIOS, Settings, Target
+from harness.server import RssSampler, Server, Workspace
 
-RESOURCE = "https://bench.invalid/mcp"  # never contacted: .invalid does not resolve (RFC 6761)
-SCOPE = "bench.read"
-WARMUP = 50
-HTTP_TIMEOUT = 10.0
-
-
-# ---- the server and its database --------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+DATABASES = ("sqlite", "postgresql")
+SCENARIO_CHOICES = [*SCENARIOS, "scaling"]
+IDLE_SETTLE = 1.0  # seconds after the first health check before the idle RSS is read
 
 
-class PostgresDatabase:
-    """A uniquely named database on the server of ``server_url``, created now and dropped by ``drop``.
+# ---- options ----------------------------------------------------------------------------------
 
-    The database named in the URL, if any, is only the prefix of the new name; the maintenance
-    connection goes to the ``postgres`` database.
-    """
-
-    def __init__(self, server_url: str) -> None:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(server_url)
-        if url.get_backend_name() != "postgresql":
-            raise SystemExit(f"error: --database-url must be a PostgreSQL URL, not {url.drivername}")
-        if url.host not in (None, "127.0.0.1", "localhost", "::1"):
-            raise SystemExit("error: the benchmark talks to 127.0.0.1 only")
-        self.name = f"{url.database or 'authserver_bench'}_{os.getpid()}_{secrets.token_hex(4)}".lower()
-        self._admin = url.set(drivername="postgresql+psycopg", database="postgres")
-        self.url = url.set(drivername="postgresql+psycopg", database=self.name).render_as_string(
-            hide_password=False)
-        self._execute(f'CREATE DATABASE "{self.name}"')
-        self.created = True
-
-    def _execute(self, sql: str) -> None:
-        import psycopg
-
-        u = self._admin
-        with psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
-                             password=u.password, dbname=u.database, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
-
-    def drop(self) -> None:
-        if self.created:
-            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            self.created = False
+def positive(kind: type[int] | type[float]) -> Any:
+    def parse(value: str) -> int | float:
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return number
+    return parse
 
 
-def cli(env: dict[str, str], cwd: Path, *args: str) -> Any:
-    """Run ``authserver <args> --json`` and return its JSON output."""
-    done = subprocess.run([sys.executable, "-m", "authserver.cli", *args, "--json"], env=env, cwd=cwd,  # noqa: S603
-                          capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"authserver {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return json.loads(done.stdout)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="bench/bench.py", description=doc.split("\n\n")[0],
+        epilog="\n\n".join(doc.split("\n\n")[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", choices=[*DATABASES, "both"], default="both",
+                        help="where the server stores its data (default both; PostgreSQL is skipped with a "
+                             "message when 127.0.0.1:5432 does not answer)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIO_CHOICES, metavar="NAME",
+                        help=f"run only this scenario (repeatable; default all): {', '.join(SCENARIO_CHOICES)}")
+    parser.add_argument("--duration", type=positive(float), metavar="S",
+                        help="measured seconds per scenario (default 8; 3 with --quick)")
+    parser.add_argument("--warmup", type=positive(float), metavar="S",
+                        help="warm-up seconds per scenario, not measured (default 2; 1 with --quick)")
+    parser.add_argument("--max-requests", type=positive(int), default=500_000, metavar="N",
+                        help="request cap per scenario (default 500000)")
+    parser.add_argument("--connections", type=positive(int), default=16, metavar="N",
+                        help="keep-alive connections, or concurrent browsers for signin and flow (default 16)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin server and load generator to CPUs 1 and 0 (when taskset is unavailable "
+                             "or the machine has one CPU)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario: a smoke check")
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (3.0 if args.quick else 8.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
+    return args
 
 
-@dataclass
-class Seeded:
-    client_id: str
-    client_secret: str
-    rs_id: str
-    rs_secret: str
+# ---- one database -----------------------------------------------------------------------------
 
+class Run:
+    """Every scenario on one database: seed, mint, serve, load, stop, clean up."""
 
-def seed(env: dict[str, str], cwd: Path) -> Seeded:
-    cli(env, cwd, "init")
-    cli(env, cwd, "scopes", "create", SCOPE, "--description", "Benchmark read access")
-    cli(env, cwd, "resources", "create", RESOURCE, "--name", "Benchmark resource", "--scope", SCOPE)
-    m2m = cli(env, cwd, "clients", "create", "--name", "bench machine client", "--grant-type", "client_credentials",
-              "--scope", SCOPE, "--resource", RESOURCE)
-    rs = cli(env, cwd, "clients", "create", "--name", "bench resource server", "--introspect",
-             "--resource", RESOURCE)
-    return Seeded(m2m["client_id"], m2m["client_secret"], rs["client_id"], rs["client_secret"])
+    def __init__(self, database: str, names: list[str], settings: Settings, notes: list[str]) -> None:
+        self.database, self.names, self.settings, self.notes = database, names, settings, notes
+        self.results: list[Result] = []
 
+    def execute(self) -> list[Result]:
+        workspace = Workspace(self.database)
+        try:
+            port = server.free_port()
+            env = server.server_env(workspace.url, port)
+            seeded = seed.seed(env, workspace.dir)
+            target = Target(self.database, f"http://127.0.0.1:{port}", seeded)
+            preflight_refresh = self._mint(env, workspace, target) if "refresh" in self.names else None
+            one_core = self.names != ["scaling"]
+            if one_core:
+                self._one_core(env, workspace, port, target, preflight_refresh)
+            if "scaling" in self.names:
+                self._scaling(env, workspace, port, target)
+        finally:
+            workspace.close()
+        return self.results
 
-class Server:
-    def __init__(self, env: dict[str, str], cwd: Path, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.log_path = cwd / "server.log"
-        self._log = self.log_path.open("wb")
-        # Access logging off (log level warning): the benchmark measures the app, not a log pipe.
-        self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and fixed arguments)
-            [sys.executable, "-m", "authserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**env, "AUTHSERVER_LOG_LEVEL": "warning"}, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+    def _mint(self, env: dict[str, str], workspace: Workspace, target: Target) -> str:
+        """Mint the refresh tokens (warm-up, measured, spares, one for the preflight) into files."""
+        warm, main = scenarios.refresh_token_counts(self.settings)
+        spares = 4 * self.settings.connections  # asked for by connections writing when wrk stops
+        everything = workspace.dir / "refresh-all.txt"
+        print(f"[{self.database}] minting {warm + main + 2 * spares + 1} refresh tokens ...", flush=True)
+        seed.mint_refresh_tokens(env, workspace.dir, target.seeded, warm + main + 2 * spares + 1, everything)
+        tokens = everything.read_text().split()
+        target.refresh_warm, target.refresh_main = workspace.dir / "refresh-warm.txt", workspace.dir / "refresh.txt"
+        target.refresh_warm.write_text("\n".join(tokens[1:1 + warm + spares]) + "\n")
+        target.refresh_main.write_text("\n".join(tokens[1 + warm + spares:]) + "\n")
+        target.refresh_warm_limit, target.refresh_limit = warm, main
+        return tokens[0]
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def _start(self, env: dict[str, str], workspace: Workspace, port: int, *, workers: int,
+               cpus: str | None) -> Server:
+        started = Server(env, workspace.dir, port, workers=workers, cpus=cpus)
+        started.wait_healthy()
+        if workers > 1:
+            self._wait_workers(started, workers)
+        time.sleep(IDLE_SETTLE)
+        return started
+
+    @staticmethod
+    def _wait_workers(started: Server, workers: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with status {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"the server did not become healthy in {timeout:.0f}s:\n{self.log_tail()}")
+        while len(server.descendants(started.proc.pid)) < workers and time.monotonic() < deadline:
+            time.sleep(0.2)
 
-    def cpu_seconds(self) -> float | None:
-        """utime + stime of the server process (every thread), from /proc; None where unavailable."""
+    def _idle(self, started: Server, workers: int, pinned: bool) -> None:
+        sampler = RssSampler(started.proc.pid)
+        sampler.sample()
+        name = "idle" if workers == 1 else f"idle ({workers} workers)"
+        self.results.append(Result(name, "RSS after start-up, before load", self.database, workers, "-", pinned,
+                                   None, sampler.memory.peak_process, sampler.memory.peak_total,
+                                   scenarios.IDLE_RSS_BUDGET))
+
+    def _one_core(self, env: dict[str, str], workspace: Workspace, port: int, target: Target,
+                  preflight_refresh: str | None) -> None:
+        s = self.settings
+        started = self._start(env, workspace, port, workers=1, cpus=s.server_cpus)
         try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is field 3 (state)
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            self._idle(started, 1, s.pin)
+            etags = scenarios.preflight(target, preflight_refresh)
+            if {"signin", "flow"} & set(self.names):
+                scenarios.preflight_flow(target)
+            for name in [n for n in SCENARIOS if n in self.names]:
+                self._scenario(started, target, name, workers=1, cpus=s.load_cpus)
+                path = scenarios.CONDITIONAL.get(name)
+                if path is not None and path in etags:
+                    self._scenario(started, target, name, workers=1, cpus=s.load_cpus, etag=etags[path])
+                elif path is not None:
+                    note = f"{path}: no ETag offered, so no If-None-Match scenario"
+                    if note not in self.notes:
+                        self.notes.append(note)
+        finally:
+            started.stop()
 
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
+    def _scaling(self, env: dict[str, str], workspace: Workspace, port: int, target: Target) -> None:
+        started = self._start(env, workspace, port, workers=2, cpus=None)
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            self._idle(started, 2, False)
+            scenarios.preflight(target, None)
+            for name in scenarios.SCALED:
+                self._scenario(started, target, name, workers=2, cpus=None)
+        finally:
+            started.stop()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
+    def _scenario(self, started: Server, target: Target, name: str, *, workers: int, cpus: str | None,
+                  etag: str | None = None) -> None:
+        spec = SCENARIOS[name]
+        shown = name + (" (If-None-Match)" if etag else "") + (f" ({workers} workers)" if workers > 1 else "")
+        label = f"{self.database:<10} {shown}"
+        result = Result(shown, spec.title, self.database, workers, spec.driver, cpus is not None, None, 0, 0,
+                        scenarios.LOAD_RSS_BUDGET, min_rps=spec.rps_budget(self.database) if workers == 1 else None,
+                        note=spec.note)
+        one: Result | None = None  # scaling: the one-core run of the same scenario
+        if workers > 1:
+            one = next((r for r in self.results if r.scenario == name and r.measurement), None)
+            result.min_ratio = scenarios.SCALING_BUDGET
+            result.note = "unpinned: 2 workers and wrk share the 2 cores, so the ratio understates the server"
+            if one is None:
+                result.note += "; no one-core run of it to compare with"
+        try:
+            with RssSampler(started.proc.pid) as sampler:
+                if spec.driver == "wrk":
+                    result.measurement = scenarios.run_wrk(name, target, self.settings, label=label, cpus=cpus,
+                                                           conditional_etag=etag)
+                else:
+                    result.measurement = scenarios.run_python(name, target, self.settings, label=label, cpus=cpus)
+            result.peak_rss, result.peak_rss_total = sampler.memory.peak_process, sampler.memory.peak_total
+        except (RuntimeError, OSError) as exc:
+            result.failure = str(exc)[:2000]
+        if workers > 1 and result.measurement and one is not None and one.measurement and one.measurement.rps:
+            result.ratio = result.measurement.rps / one.measurement.rps
+        if not started.alive():
+            result.failure = f"the server exited during the scenario:\n{started.log_tail()}"
+        self.results.append(result)
+        print(f"  {label.strip():<48} {_summary(result)}", flush=True)
+        if result.failure and not started.alive():
+            raise RuntimeError(result.failure)
 
 
-# ---- the load ---------------------------------------------------------------------------------
-
-Send = Callable[[httpx.Client], httpx.Response]
-
-
-@dataclass
-class Result:
-    name: str
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_error: str | None = None
-    elapsed: float = 0.0
-    cpu: float | None = None
-    capped: bool = False
-
-    @property
-    def completed(self) -> int:
-        return len(self.latencies) + self.errors
+def _summary(result: Result) -> str:
+    m = result.measurement
+    if result.failure or m is None:
+        return f"could not run: {(result.failure or '').splitlines()[0] if result.failure else '?'}"
+    return (f"{m.rps:8.0f} req/s  p99 {m.p99_ms:7.1f} ms  errors {m.errors}  "
+            f"peak RSS {result.peak_rss / server.MB:.0f} MB")
 
 
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return float("nan")
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
+# ---- the machine ------------------------------------------------------------------------------
 
-
-def run_load(server: Server, name: str, send: Send, requests: int, concurrency: int, max_seconds: float) -> Result:
-    result = Result(name)
-    lock = threading.Lock()
-    issued = 0
-    start = 0.0
-    deadline = 0.0
-
-    def take() -> bool:
-        nonlocal issued
-        with lock:
-            if issued >= requests or time.perf_counter() >= deadline:
-                return False
-            issued += 1
-            return True
-
-    def worker(client: httpx.Client) -> None:
-        latencies: list[float] = []
-        errors: list[str] = []
-        while take():
-            t0 = time.perf_counter()
-            try:
-                response = send(client)
-                ok = response.is_success
-                detail = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
-            if ok:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors.append(detail)
-        with lock:
-            result.latencies.extend(latencies)
-            result.errors += len(errors)
-            if errors and result.first_error is None:
-                result.first_error = errors[0]
-
-    clients = [httpx.Client(base_url=server.base, timeout=HTTP_TIMEOUT,
-                            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-               for _ in range(concurrency)]
+def _output(command: list[str], cwd: Path = ROOT) -> str:
     try:
-        for client in clients:  # open every connection before the clock starts
-            send(client).raise_for_status()
-        threads = [threading.Thread(target=worker, args=(client,), daemon=True) for client in clients]
-        cpu_before = server.cpu_seconds()
-        start = time.perf_counter()
-        deadline = start + max_seconds
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max_seconds + HTTP_TIMEOUT + 5)
-        result.elapsed = time.perf_counter() - start
-        cpu_after = server.cpu_seconds()
-        if cpu_before is not None and cpu_after is not None:
-            result.cpu = cpu_after - cpu_before
-        result.capped = result.completed < requests
-    finally:
-        for client in clients:
-            client.close()
-    result.latencies.sort()
-    return result
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=10,  # noqa: S603
+                              check=False).stdout.strip()
+    except OSError:
+        return ""
 
 
-def basic(client_id: str, secret: str) -> str:
-    # RFC 6749 §2.3.1: form-urlencode each part before Basic encoding.
-    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
-    return "Basic " + base64.b64encode(raw).decode()
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    wrk_version = _output(["wrk", "--version"]).splitlines()
+    return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "git_commit": _output(["git", "rev-parse", "HEAD"]),
+            "git_dirty": bool(_output(["git", "status", "--porcelain", "--untracked-files=no"])),
+            "wrk": wrk_version[0] if wrk_version else ""}
 
 
-def endpoints(server: Server, seeded: Seeded) -> list[tuple[str, Send]]:
-    form = {"content-type": "application/x-www-form-urlencoded"}
-    token_headers = {**form, "authorization": basic(seeded.client_id, seeded.client_secret)}
-    rs_headers = {**form, "authorization": basic(seeded.rs_id, seeded.rs_secret)}
-
-    with httpx.Client(base_url=server.base, timeout=HTTP_TIMEOUT) as client:
-        issued = client.post("/token", content=b"grant_type=client_credentials", headers=token_headers)
-        if issued.status_code != 200 or "access_token" not in issued.json():
-            raise RuntimeError(f"cannot get a token: HTTP {issued.status_code} {issued.text[:300]}")
-        token = issued.json()["access_token"]
-        introspect_body = f"token={token}&token_type_hint=access_token".encode()
-        seen = client.post("/introspect", content=introspect_body, headers=rs_headers)
-        if seen.status_code != 200 or seen.json().get("active") is not True:
-            raise RuntimeError(f"introspection does not see the token: HTTP {seen.status_code} {seen.text[:300]}")
-        for path in ("/jwks.json", "/.well-known/oauth-authorization-server"):
-            got = client.get(path)
-            if got.status_code != 200:
-                raise RuntimeError(f"GET {path}: HTTP {got.status_code}")
-
-    return [
-        ("GET /jwks.json", lambda c: c.get("/jwks.json")),
-        ("GET /.well-known/oauth-authorization-server", lambda c: c.get("/.well-known/oauth-authorization-server")),
-        ("POST /token (client_credentials)",
-         lambda c: c.post("/token", content=b"grant_type=client_credentials", headers=token_headers)),
-        ("POST /introspect", lambda c: c.post("/introspect", content=introspect_body, headers=rs_headers)),
-    ]
+def check_tools(pin: bool) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: wrk not found: `make bench` installs it (apt-get install wrk)")
+    if pin and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
+        raise SystemExit("error: pinning needs taskset and 2 CPUs: run with --no-pin")
 
 
-# ---- report -----------------------------------------------------------------------------------
-
-def table(results: list[Result]) -> str:
-    header = ["endpoint", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "server CPU ms/req"]
-    rows = []
-    for r in results:
-        ok = r.latencies
-        cpu = "n/a" if r.cpu is None or not r.completed else f"{1000 * r.cpu / r.completed:.2f}"
-        rows.append([
-            r.name + (" (time cap)" if r.capped else ""), str(r.completed), str(r.errors),
-            f"{r.completed / r.elapsed:.0f}" if r.elapsed else "-",
-            *(f"{1000 * percentile(ok, p):.2f}" for p in (50, 95, 99)), cpu,
-        ])
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+def databases(choice: str, notes: list[str]) -> list[str]:
+    wanted = list(DATABASES) if choice == "both" else [choice]
+    if "postgresql" in wanted:
+        why = server.postgres_reachable()
+        if why is not None:
+            message = f"PostgreSQL at {server.PG_HOST}:{server.PG_PORT} is unreachable ({why}): skipped"
+            print(message, file=sys.stderr)
+            notes.append(message)
+            wanted.remove("postgresql")
+    return wanted
 
 
 # ---- main -------------------------------------------------------------------------------------
 
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
-def positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return number
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=positive_int, default=2000, help="requests per endpoint (default 2000)")
-    parser.add_argument("--concurrency", type=positive_int, default=8,
-                        help="client threads, one connection each (default 8)")
-    parser.add_argument("--max-seconds", type=positive_float, default=30.0,
-                        help="time cap per endpoint (default 30)")
-    parser.add_argument("--database-url", metavar="URL",
-                        help="a PostgreSQL server URL (postgresql+psycopg://postgres@127.0.0.1:5432/NAME); "
-                             "a uniquely named database is created there and dropped at the end "
-                             "(default: SQLite in a temporary directory)")
-    return parser.parse_args(argv)
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # `kill` of the benchmark still runs the finally blocks below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    tmp = Path(tempfile.mkdtemp(prefix="authserver-bench-"))
-    pg: PostgresDatabase | None = None
-    server: Server | None = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` still runs every cleanup below
+    # Ctrl-C as a plain KeyboardInterrupt, also inside the Python driver's event loop (asyncio.run
+    # would make it a task cancellation); left alone where it is ignored (a background job).
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
+    settings = Settings(duration=args.duration, warmup=args.warmup, connections=args.connections,
+                        max_requests=args.max_requests, pin=not args.no_pin)
+    check_tools(settings.pin)
+    notes: list[str] = []
+    names = args.scenario or SCENARIO_CHOICES
+    chosen = databases(args.database, notes)
+    if not chosen:
+        print("error: no database to run on", file=sys.stderr)
+        return 2
+    print(f"authserver benchmark: {', '.join(chosen)}; scenarios {', '.join(names)}; {settings.duration:g}s each "
+          f"after {settings.warmup:g}s warm-up; {settings.connections} connections; "
+          f"{'server on CPU 1, load on CPU 0' if settings.pin else 'unpinned'}", flush=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: list[Result] = []
     try:
-        if args.database_url:
-            pg = PostgresDatabase(args.database_url)
-            database_url, backend = pg.url, f"PostgreSQL (database {pg.name}, dropped at the end)"
-        else:
-            database_url, backend = f"sqlite:///{tmp / 'authserver.db'}", "SQLite (temporary file)"
-        port = free_port()
-        env = {**os.environ, "AUTHSERVER_DATABASE_URL": database_url,
-               "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(48),
-               "AUTHSERVER_ISSUER": f"http://127.0.0.1:{port}"}
-        env.pop("AUTHSERVER_LOG_LEVEL", None)
-        seeded = seed(env, tmp)
-        server = Server(env, tmp, port)
-        server.wait_healthy()
-        targets = endpoints(server, seeded)
-
-        print(f"authserver benchmark: {backend}; {args.requests} requests per endpoint "
-              f"(cap {args.max_seconds:g}s), concurrency {args.concurrency}; "
-              f"1 uvicorn worker; Python {platform.python_version()}; {os.cpu_count()} CPUs", flush=True)
-        results = []
-        for name, send in targets:
-            with httpx.Client(base_url=server.base, timeout=HTTP_TIMEOUT) as warm:
-                for _ in range(WARMUP):
-                    send(warm)
-            results.append(run_load(server, name, send, args.requests, args.concurrency, args.max_seconds))
-        print(table(results))
-        failed = [r for r in results if r.errors]
-        for r in failed:
-            print(f"{r.name}: {r.errors} errors, first: {r.first_error}", file=sys.stderr)
-        if server.proc.poll() is not None:
-            print(f"the server exited during the run:\n{server.log_tail()}", file=sys.stderr)
-            return 1
-        return 1 if failed else 0
+        for database in chosen:
+            results += Run(database, list(names), settings, notes).execute()
     finally:
-        try:
-            if server is not None:
-                server.stop()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if pg is not None:
-                pg.drop()
+        if results:
+            report(results, stamp, settings, args, chosen, names, notes)
+    return 1 if any(r.failure or (r.measurement and r.measurement.errors) for r in results) else 0
+
+
+def report(results: list[Result], stamp: str, settings: Settings, args: argparse.Namespace, chosen: list[str],
+           names: list[str], notes: list[str]) -> None:
+    print()
+    print(table(results))
+    for r in results:
+        if r.note and r.ratio is not None:
+            print(f"note: {r.scenario} on {r.database}: {r.note}")
+        if r.measurement and r.measurement.first_error:
+            print(f"{r.scenario} on {r.database}: {r.measurement.errors} errors, first: {r.measurement.first_error}")
+        if r.failure:
+            print(f"{r.scenario} on {r.database}: {r.failure}")
+    for note in notes:
+        print(f"note: {note}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = RESULTS / f"{stamp}.json", RESULTS / f"{stamp}.png"
+    info = machine()
+    if "postgresql" in chosen:
+        info["postgresql"] = server.postgres_version()
+    used = {**asdict(settings), "quick": args.quick, "databases": chosen, "scenarios": names,
+            "server_cpus": settings.server_cpus, "load_cpus": settings.load_cpus, "started_at": stamp}
+    write_json(json_path, results, machine=info, settings=used, notes=notes)
+    subtitle = (f"{info['cpu_model'] or 'CPU'} x {info['cpu_count']}, one server process on one core, "
+                f"{settings.connections} connections, commit {info['git_commit'][:10]}")
+    write_chart(png_path, results, subtitle)
+    print(f"\nresults: {json_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}")
+    complete = not args.quick and set(names) == set(SCENARIO_CHOICES) and set(chosen) == set(DATABASES)
+    if complete and png_path.exists():
+        shutil.copyfile(json_path, DOCS / "bench.json")
+        shutil.copyfile(png_path, DOCS / "bench.png")
+        print("copied to docs/bench.json and docs/bench.png (shown in the README)")
+    else:
+        print("docs/bench.png left as it is (only a complete run without --quick replaces it)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: the server is stopped and the temporary files and database removed", file=sys.stderr)
+        sys.exit(130)
