@@ -5,6 +5,7 @@ side by side.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.keys.ensure_key()
         log.info("authserver serving issuer %s", settings.issuer)
+        # Everything built so far lives as long as the process: move it out of the collector's
+        # sight, so full collections under load scan only what requests allocate (shorter pauses).
+        gc.freeze()
         try:
             yield
         finally:

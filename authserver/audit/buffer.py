@@ -58,6 +58,7 @@ class AuditBuffer:
         self._used_written: dict[str, datetime] = {}  # what this process last wrote, to skip needless writes
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._writing = 0
 
     def record(self, event: str, *, actor: str | None = None, client_id: str | None = None,
                ip: str | None = None, at: datetime | None = None, **detail: Any) -> None:
@@ -80,8 +81,9 @@ class AuditBuffer:
             self._start_or_wake(False)
 
     def pending(self) -> int:
+        """Events recorded and not yet written (those being written included)."""
         with self._lock:
-            return len(self._events)
+            return len(self._events) + self._writing
 
     def flush(self) -> None:
         """Write everything recorded so far, now, in the caller's thread."""
@@ -100,6 +102,10 @@ class AuditBuffer:
         if thread is not None:
             thread.join(timeout=30)
         self.flush()
+        with self._lock:
+            # An app that is started again (tests do) records and flushes as before.
+            self._closed = False
+            self._thread = None
 
     # ---- the writer thread ---------------------------------------------------------------------
 
@@ -123,6 +129,7 @@ class AuditBuffer:
                     return  # close() writes the rest
                 events, self._events = self._events, []
                 used, self._used = self._used, {}
+                self._writing = len(events)
                 if not events and not used:
                     if time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
                         self._thread = None
@@ -137,7 +144,11 @@ class AuditBuffer:
                     self._events[:0] = events
                     for client_id, at in used.items():
                         self._used.setdefault(client_id, at)
+                    self._writing = 0
                 time.sleep(self._flush_seconds)
+            else:
+                with self._lock:
+                    self._writing = 0
 
     def _write(self, events: list[dict[str, Any]], used: dict[str, datetime]) -> None:
         with self._db.session() as session:
