@@ -218,14 +218,15 @@ class Run:
         if workers > 1:
             one = next((r for r in self.results if r.scenario == name and r.measurement), None)
             result.min_ratio = scenarios.SCALING_BUDGET
-            result.note = "unpinned: 2 workers and wrk share the 2 cores, so the ratio understates the server"
+            result.note = ("unpinned: 2 workers and wrk share the 2 cores, so the raw ratio understates the server; "
+                           "judged by requests per server CPU-second (2x that of one core = twice the rate)")
             if one is None:
                 result.note += "; no one-core run of it to compare with"
         try:
             with RssSampler(started.proc.pid) as sampler:
                 if spec.driver == "wrk":
                     result.measurement = scenarios.run_wrk(name, target, self.settings, label=label, cpus=cpus,
-                                                           conditional_etag=etag)
+                                                           conditional_etag=etag, server_cpu=started.cpu_seconds)
                 else:
                     result.measurement = scenarios.run_python(name, target, self.settings, label=label, cpus=cpus)
             result.peak_rss, result.peak_rss_total = sampler.memory.peak_process, sampler.memory.peak_total
@@ -233,6 +234,11 @@ class Run:
             result.failure = str(exc)[:2000]
         if workers > 1 and result.measurement and one is not None and one.measurement and one.measurement.rps:
             result.ratio = result.measurement.rps / one.measurement.rps
+            two, single = result.measurement.per_cpu_second, one.measurement.per_cpu_second
+            if two and single:
+                # Each worker's efficiency against the single pinned process: 2 workers reach twice the
+                # one-core rate exactly when each serves as many requests per CPU-second as it did.
+                result.cpu_ratio = 2 * two / single
         if not started.alive():
             result.failure = f"the server exited during the scenario:\n{started.log_tail()}"
         self.results.append(result)

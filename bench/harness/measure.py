@@ -16,6 +16,12 @@ class Measurement:
     p99_ms: float
     first_error: str | None = None
     capped: bool = False   # ended by the request cap before the duration
+    server_cpu_s: float | None = None  # CPU time the server used in the measured interval (all its processes)
+
+    @property
+    def per_cpu_second(self) -> float | None:
+        """Requests served per second of server CPU: the rate one fully used core would reach."""
+        return self.requests / self.server_cpu_s if self.server_cpu_s else None
 
     @property
     def rps(self) -> float:

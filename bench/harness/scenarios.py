@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,7 +175,8 @@ def wrk_load(name: str, target: Target, *, conditional_etag: str | None = None,
 
 
 def run_wrk(name: str, target: Target, settings: Settings, *, label: str, cpus: str | None,
-            conditional_etag: str | None = None) -> Measurement:
+            conditional_etag: str | None = None, server_cpu: Callable[[], float] | None = None) -> Measurement:
+    """``server_cpu``: the server's CPU time so far, read around the measured run (not the warm-up)."""
     cap = 0 if name == "refresh" else settings.max_requests  # refresh: the minted tokens are the cap
     warm = wrk_load(name, target, conditional_etag=conditional_etag, warm=True)
     if name != "refresh":
@@ -184,7 +185,11 @@ def run_wrk(name: str, target: Target, settings: Settings, *, label: str, cpus: 
     load = wrk_load(name, target, conditional_etag=conditional_etag)
     if name != "refresh":
         load = _with_limit(load, cap)
-    return wrk.run(load, duration=settings.duration, connections=settings.connections, cpus=cpus, label=label)
+    before = server_cpu() if server_cpu else None
+    measured = wrk.run(load, duration=settings.duration, connections=settings.connections, cpus=cpus, label=label)
+    if server_cpu is not None and before is not None:
+        measured.server_cpu_s = server_cpu() - before
+    return measured
 
 
 def _with_limit(load: wrk.Load, limit: int) -> wrk.Load:

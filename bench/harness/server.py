@@ -125,6 +125,21 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (/proc/<pid>/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15; the 3rd is index 0 here)
+    return total / CLOCK_TICKS
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (uvicorn's workers with --workers > 1), by parent id from /proc.
 
@@ -216,6 +231,10 @@ class Server:
                     pass
                 time.sleep(0.1)
         raise RuntimeError(f"the server did not become healthy in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time used by the server and its workers so far."""
+        return cpu_seconds([self.proc.pid, *descendants(self.proc.pid)])
 
     def alive(self) -> bool:
         return self.proc.poll() is None
