@@ -86,6 +86,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 WRITTEN = "authserver_written_tables"
+# Execution option of a write no cache depends on (a "last used" time): it does not clear them.
+CACHE_NEUTRAL = "authserver_cache_neutral"
 
 
 def _note_flushed_tables(session: Session, _context: Any) -> None:
@@ -97,7 +99,7 @@ def _note_flushed_tables(session: Session, _context: Any) -> None:
 
 
 def _note_statement_table(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
+    if (state.is_insert or state.is_update or state.is_delete) and not state.execution_options.get(CACHE_NEUTRAL):
         table = getattr(state.statement, "table", None)
         name = getattr(table, "name", None)
         if name:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +296,34 @@ def test_events_the_database_refused_are_kept_and_written_once_it_accepts_them(e
         assert sql(db, "SELECT COUNT(*) FROM audit_events") == [(10,)]
     finally:
         db.dispose()
+
+
+def test_only_writes_that_matter_clear_the_caches(db: Database, client: TestClient) -> None:
+    from sqlalchemy import update
+
+    from authserver.clients.models import Client
+    from authserver.db import utcnow
+    from authserver.interaction import consents
+
+    seed(db)
+    machine, _ = _machine_clients(db)
+    _token(client, machine)
+    cache = client.app.state.services.clients.entries  # type: ignore[attr-defined]
+    assert len(cache) == 1
+    with db.session() as s:  # a reported tool call's "last used": not a change any cache reflects
+        consents.mark_used(s, uuid.uuid4(), machine[0], RESOURCE, utcnow())
+    client.app.state.services.audit.flush()  # type: ignore[attr-defined]  # the client's "last used"
+    assert len(cache) == 1
+    with db.session() as s:
+        s.execute(update(Client).where(Client.client_id == machine[0]).values(name="Renamed"))
+    assert len(cache) == 0
+    _token(client, machine)
+    assert len(cache) == 1
+    try:
+        with db.session() as s:
+            clients.require(s, machine[0]).disabled = True
+            s.flush()
+            raise RuntimeError("rolled back")
+    except RuntimeError:
+        pass
+    assert len(cache) == 1  # a rolled-back change clears nothing

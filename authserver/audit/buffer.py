@@ -29,7 +29,7 @@ from sqlalchemy import Table, insert, or_, update
 from authserver.audit.log import outcome_of
 from authserver.audit.models import AuditEvent
 from authserver.clients.models import Client
-from authserver.db import Database, utcnow
+from authserver.db import CACHE_NEUTRAL, Database, utcnow
 
 log = logging.getLogger("authserver.audit")
 
@@ -158,5 +158,6 @@ class AuditBuffer:
                 session.execute(update(Client).where(
                     Client.client_id == client_id,
                     or_(Client.last_used_at.is_(None), Client.last_used_at <= at - USAGE_RESOLUTION))
-                    .values(last_used_at=at))
+                    .values(last_used_at=at, updated_at=Client.updated_at)  # use is not a change
+                    .execution_options(**{CACHE_NEUTRAL: True}))
         self._used_written.update(used)

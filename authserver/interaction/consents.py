@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authserver.catalog.repository import OFFLINE_ACCESS
-from authserver.db import affected, utcnow
+from authserver.db import CACHE_NEUTRAL, affected, utcnow
 from authserver.interaction.models import Consent
 
 
@@ -71,5 +71,5 @@ def mark_used(session: Session, user_id: uuid.UUID, client_id: str, resource: st
     result = session.execute(update(Consent).where(
         Consent.user_id == user_id, Consent.client_id == client_id, Consent.resource == resource,
     ).values(last_used_at=now, updated_at=Consent.updated_at)  # use is not a change: keep updated_at
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False, **{CACHE_NEUTRAL: True}))
     return affected(result) > 0
