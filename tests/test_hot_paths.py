@@ -181,7 +181,8 @@ def test_a_server_stopped_right_after_a_burst_has_written_every_audit_event(
             time.sleep(0.1)
 
         async def burst() -> list[int]:
-            async with httpx.AsyncClient(base_url=url, auth=machine) as http:
+            async with httpx.AsyncClient(base_url=url, auth=machine, limits=httpx.Limits(max_connections=16),
+                                         timeout=httpx.Timeout(60, pool=None)) as http:
                 responses = await asyncio.gather(*(http.post("/token", data={"grant_type": "client_credentials"})
                                                    for _ in range(300)))
             return [r.status_code for r in responses]
