@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 READONLY = "authserver_readonly"
@@ -78,10 +78,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # Read-only sessions (see Database.read_session) begin deferred and never wait on writers.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    # No pool_pre_ping: it costs every checkout a round trip. A connection the server dropped
-    # (restart, idle timeout) fails its one request and is discarded with the pool's other
-    # connections of that generation; pool_recycle retires connections before typical idle timeouts.
-    kwargs.setdefault("pool_recycle", 1800)
+    # pool_pre_ping costs a checkout one round trip, but a connection PostgreSQL, a pooler or a
+    # firewall dropped would otherwise fail a request (a revocation a client never retries). The
+    # hot paths hardly check out connections: they are served from the caches (see readcache).
+    kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
 
@@ -92,7 +92,9 @@ CACHE_NEUTRAL = "authserver_cache_neutral"
 
 def _note_flushed_tables(session: Session, _context: Any) -> None:
     written = session.info.setdefault(WRITTEN, set())
-    for obj in (*session.new, *session.dirty, *session.deleted):
+    # ``dirty`` holds every object an attribute was assigned to, even to the value it had.
+    changed = [obj for obj in session.dirty if session.is_modified(obj, include_collections=False)]
+    for obj in (*session.new, *changed, *session.deleted):
         table = getattr(obj, "__tablename__", None)
         if table:
             written.add(table)
@@ -106,8 +108,10 @@ def _note_statement_table(state: ORMExecuteState) -> None:
             state.session.info.setdefault(WRITTEN, set()).add(name)
 
 
-def _forget_tables(session: Session) -> None:
-    session.info.pop(WRITTEN, None)
+def _forget_tables(session: Session, previous: SessionTransaction) -> None:
+    # Only the outermost transaction's rollback undoes everything; a savepoint's keeps the rest.
+    if previous.parent is None:
+        session.info.pop(WRITTEN, None)
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -138,7 +142,7 @@ class Database:
         event.listen(self.sessions, "after_flush", _note_flushed_tables)
         event.listen(self.sessions, "do_orm_execute", _note_statement_table)
         event.listen(self.sessions, "after_commit", self._after_commit)
-        event.listen(self.sessions, "after_rollback", _forget_tables)
+        event.listen(self.sessions, "after_soft_rollback", _forget_tables)
 
     def on_commit(self, tables: Iterable[str], callback: Callable[[], None]) -> None:
         """Call ``callback`` after every commit, in this process, that wrote to one of ``tables``

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, Literal, TypeVar
@@ -51,7 +52,11 @@ class ReadCache(Generic[V]):
         self.max_entries = max_entries
         self.generation = 0
         self._entries: dict[Hashable, tuple[float, V]] = {}
-        self._reads: dict[Hashable, asyncio.Future[V]] = {}
+        # Reads in flight, with the generation they started under: a request that comes after a
+        # clear never joins a read that began before it.
+        self._reads: dict[Hashable, tuple[int, asyncio.Future[V]]] = {}
+        # ``clear`` runs in the thread that committed; ``put`` on the event loop.
+        self._lock = threading.Lock()
 
     async def fetch(self, key: Hashable, read: Callable[[], V], keep: Callable[[V], bool] = lambda _: True) -> V:
         """The value for ``key``: cached, or ``read()`` in the threadpool (one read per key at a time).
@@ -60,28 +65,35 @@ class ReadCache(Generic[V]):
         if entry is not None:
             left = entry[0] - time.monotonic()
             if left > 0:
-                if left < self.ttl * REFRESH_AHEAD and key not in self._reads:
+                if left < self.ttl * REFRESH_AHEAD and not self._reading(key):
                     self._start_read(key, read, keep).add_done_callback(_log_failure)
                 return entry[1]
-        pending = self._reads.get(key)
+        pending = self._reading(key)
         if pending is None:
             pending = self._start_read(key, read, keep)
         # shield: a waiter that goes away (client disconnect) must not cancel the others' read.
         return await asyncio.shield(pending)
 
+    def _reading(self, key: Hashable) -> asyncio.Future[V] | None:
+        pending = self._reads.get(key)
+        return pending[1] if pending is not None and pending[0] == self.generation else None
+
     def _start_read(self, key: Hashable, read: Callable[[], V], keep: Callable[[V], bool]) -> asyncio.Future[V]:
+        read_at, generation = time.monotonic(), self.generation
+
         async def run() -> V:
-            read_at, generation = time.monotonic(), self.generation
             try:
                 value = await run_in_threadpool(read)
             finally:
-                self._reads.pop(key, None)
+                current = self._reads.get(key)
+                if current is not None and current[1] is future:
+                    del self._reads[key]
             if keep(value):
                 self.put(key, value, read_at=read_at, generation=generation)
             return value
 
         future = asyncio.ensure_future(run())
-        self._reads[key] = future
+        self._reads[key] = (generation, future)
         return future
 
     def get(self, key: Hashable) -> V | Literal[_Missing.MISSING]:
@@ -93,18 +105,20 @@ class ReadCache(Generic[V]):
 
     def put(self, key: Hashable, value: V, *, read_at: float, generation: int) -> None:
         """Remember ``value`` as read at ``read_at`` (monotonic, taken before the read) under ``generation``."""
-        if self.ttl <= 0 or generation != self.generation:
-            return
-        entries = self._entries
-        entries.pop(key, None)
-        if len(entries) >= self.max_entries:
-            # Dicts keep insertion order: the first entry is the oldest read.
-            entries.pop(next(iter(entries)), None)
-        entries[key] = (read_at + self.ttl, value)
+        with self._lock:
+            if self.ttl <= 0 or generation != self.generation:
+                return
+            entries = self._entries
+            entries.pop(key, None)
+            if len(entries) >= self.max_entries:
+                # Dicts keep insertion order: the first entry is the oldest read.
+                entries.pop(next(iter(entries)), None)
+            entries[key] = (read_at + self.ttl, value)
 
     def clear(self) -> None:
-        self.generation += 1
-        self._entries.clear()
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

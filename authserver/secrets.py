@@ -39,7 +39,13 @@ class _RandomPool:
             return out
 
 
+    def reset(self) -> None:
+        self._buffer = b""
+
+
 _pool = _RandomPool()
+# A forked child must never hand out the bytes its parent will also use.
+os.register_at_fork(after_in_child=_pool.reset)
 
 
 def new_identifier(nbytes: int = 16) -> str:

@@ -328,3 +328,57 @@ def test_only_writes_that_matter_clear_the_caches(db: Database, client: TestClie
     except RuntimeError:
         pass
     assert len(cache) == 1  # a rolled-back change clears nothing
+
+
+def test_one_event_the_database_cannot_store_does_not_hold_up_the_others(db: Database) -> None:
+    buffer = AuditBuffer(db, flush_seconds=30, batch_size=10**6)
+    for n in range(20):
+        buffer.record("token.issued", actor="c", client_id="c", n=n)
+    buffer.record("token.issued", actor="c", client_id="c", unstorable=object())  # not JSON
+    buffer.record("token.issued", actor="c", client_id="c", ip="1" * 500)  # a forged X-Forwarded-For
+    for n in range(20, 40):
+        buffer.record("token.issued", actor="c", client_id="c", n=n)
+    buffer.flush()
+    assert buffer.pending() == 0
+    assert sql(db, "SELECT COUNT(*) FROM audit_events WHERE event = 'token.issued'") == [(41,)]
+    assert sql(db, "SELECT ip FROM audit_events WHERE ip IS NOT NULL") == [("1" * 64,)]
+
+
+def test_a_request_after_a_clear_never_joins_a_read_that_began_before_it() -> None:
+    cache: ReadCache[str] = ReadCache(ttl=60)
+    values = iter(["before the change", "after the change"])
+
+    def read() -> str:
+        time.sleep(0.1)
+        return next(values)
+
+    async def scenario() -> tuple[str, str]:
+        early = asyncio.ensure_future(cache.fetch("k", read))
+        await asyncio.sleep(0.02)  # the first read is in flight
+        cache.clear()  # a local commit changes the row
+        late = await cache.fetch("k", read)
+        return await early, late
+
+    assert asyncio.run(scenario()) == ("before the change", "after the change")
+    assert cache.get("k") == "after the change"
+
+
+def test_a_savepoint_rolled_back_keeps_the_rest_of_the_transactions_writes(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from authserver.clients.models import Client
+
+    seed(db)
+    machine, _ = _machine_clients(db)
+    calls: list[int] = []
+    db.on_commit(["clients"], lambda: calls.append(1))
+    with db.session() as s:
+        clients.require(s, machine[0]).disabled = True
+        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(Client(client_id=machine[0], name="duplicate"))
+                s.flush()
+        except IntegrityError:
+            pass
+    assert calls == [1]

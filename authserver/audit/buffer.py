@@ -11,7 +11,9 @@ background thread writes them in one transaction per batch:
   were recorded, sooner when ``batch_size`` are waiting;
 * on shutdown (``close``, run by the app's lifespan), before the process exits;
 * a batch the database refused stays queued and is retried; beyond ``max_pending`` events the
-  oldest are dropped, each loss logged, so a database outage cannot exhaust memory.
+  oldest are dropped, each loss logged, so a database outage cannot exhaust memory. When the
+  database accepts other rows but refuses one (data it cannot store), that row alone is logged
+  and set aside, so one bad row never holds up the rest.
 
 The thread starts with the first event and ends after a few idle seconds.
 """
@@ -25,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from authserver.audit.log import outcome_of
 from authserver.audit.models import AuditEvent
@@ -37,11 +40,21 @@ log = logging.getLogger("authserver.audit")
 USAGE_RESOLUTION = timedelta(minutes=1)
 IDLE_EXIT_SECONDS = 5.0
 TABLE = cast(Table, AuditEvent.__table__)
+IP_LENGTH = cast(Any, TABLE.c.ip.type).length or 64
 # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" then sends multi-row INSERTs of
 # up to 1,000 rows, rewriting one compiled statement, on SQLite and PostgreSQL alike. Plain
 # executemany on SQLite is one step per row, and at each step this thread gives up the GIL and
 # waits up to a switch interval (5 ms) to get it back while the event loop is busy.
 INSERT_ROWS = insert(TABLE).returning(TABLE.c.id)
+
+
+def _refused_for_its_data(exc: Exception) -> bool:
+    """The database (or the driver, binding values) refused what was sent, not because it is away."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return False  # operational: unreachable, locked, read-only, no such table
+    return isinstance(exc, (StatementError, TypeError, ValueError))
 
 
 class AuditBuffer:
@@ -62,8 +75,9 @@ class AuditBuffer:
 
     def record(self, event: str, *, actor: str | None = None, client_id: str | None = None,
                ip: str | None = None, at: datetime | None = None, **detail: Any) -> None:
-        row = {"event": event, "outcome": outcome_of(event), "actor": actor, "client_id": client_id, "ip": ip,
-               "detail": detail, "at": at or utcnow()}
+        # The IP comes from the connection or, behind a proxy, from a header anyone can set.
+        row = {"event": event, "outcome": outcome_of(event), "actor": actor, "client_id": client_id,
+               "ip": ip[:IP_LENGTH] if ip else ip, "detail": detail, "at": at or utcnow()}
         with self._lock:
             if len(self._events) >= self._max_pending:
                 dropped = self._events.pop(0)
@@ -86,12 +100,22 @@ class AuditBuffer:
             return len(self._events) + self._writing
 
     def flush(self) -> None:
-        """Write everything recorded so far, now, in the caller's thread."""
+        """Write everything recorded so far, now, in the caller's thread (kept queued if that fails)."""
         with self._lock:
             events, self._events = self._events, []
             used, self._used = self._used, {}
         if events or used:
-            self._write(events, used)
+            try:
+                self._write_or_isolate(events, used)
+            except Exception:
+                self._requeue(events, used)
+                raise
+
+    def _requeue(self, events: list[dict[str, Any]], used: dict[str, datetime]) -> None:
+        with self._lock:
+            self._events[:0] = events
+            for client_id, at in used.items():
+                self._used.setdefault(client_id, at)
 
     def close(self) -> None:
         """Stop the thread and write what is left (shutdown)."""
@@ -101,7 +125,10 @@ class AuditBuffer:
             self._wake.notify_all()
         if thread is not None:
             thread.join(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            log.exception("writing %d audit events at shutdown failed: they are lost", self.pending())
         with self._lock:
             # An app that is started again (tests do) records and flushes as before.
             self._closed = False
@@ -137,18 +164,37 @@ class AuditBuffer:
                     continue
             idle_since = time.monotonic()
             try:
-                self._write(events, used)
+                self._write_or_isolate(events, used)
             except Exception:
                 log.exception("writing %d audit events failed; retrying", len(events))
+                self._requeue(events, used)
                 with self._lock:
-                    self._events[:0] = events
-                    for client_id, at in used.items():
-                        self._used.setdefault(client_id, at)
                     self._writing = 0
                 time.sleep(self._flush_seconds)
             else:
                 with self._lock:
                     self._writing = 0
+
+    def _write_or_isolate(self, events: list[dict[str, Any]], used: dict[str, datetime]) -> None:
+        """Write the batch; if the database refuses it for its data, write row by row and set aside
+        (logged) the rows it refuses. Any other failure (the database is away) is raised."""
+        try:
+            self._write(events, used)
+        except Exception as exc:
+            if not _refused_for_its_data(exc):
+                raise
+            self._write([], used)
+            for i, row in enumerate(events):
+                try:
+                    self._write([row], {})
+                except Exception as refused:
+                    if not _refused_for_its_data(refused):
+                        # The database went away meanwhile: what is not written yet waits for the next try.
+                        log.exception("writing audit events failed; %d wait for the next try", len(events) - i)
+                        self._requeue(events[i:], {})
+                        return
+                    log.error("audit event %s (actor %s, client %s) cannot be stored and is dropped: %s",
+                              row["event"], row["actor"], row["client_id"], refused)
 
     def _write(self, events: list[dict[str, Any]], used: dict[str, datetime]) -> None:
         with self._db.session() as session:

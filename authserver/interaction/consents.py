@@ -59,7 +59,8 @@ def remember(session: Session, user_id: uuid.UUID, client_id: str, resource: str
 def touch(session: Session, user_id: uuid.UUID, client_id: str, resource: str, now: datetime) -> None:
     """Record that the grant was used (shown as "last used" on the person's account page)."""
     session.execute(update(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id,
-                                          Consent.resource == resource).values(last_used_at=now))
+                                          Consent.resource == resource).values(last_used_at=now)
+                    .execution_options(**{CACHE_NEUTRAL: True}))
 
 
 def for_user(session: Session, user_id: uuid.UUID) -> list[Consent]:

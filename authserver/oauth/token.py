@@ -40,8 +40,9 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         params = await read_client_request(request, registry)
         grant_type = require(params, "grant_type")
         ip = request.client.host if request.client else None
-        if grant_type == CLIENT_CREDENTIALS and not registry.is_document_url(params.get("client_id")):
-            client = await authenticate_cached(services.clients, credentials(request, params))
+        given = credentials(request, params) if grant_type == CLIENT_CREDENTIALS else None
+        if given is not None and not registry.is_document_url(given.client_id):
+            client = await authenticate_cached(services.clients, given)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
             body = await client_credentials.exchange(services, client, params, ip)
