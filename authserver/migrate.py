@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from authserver.db import Database
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# alembic is imported where it is used: `authserver serve` checks the schema in a child process
+# and never loads it (see cli._require_schema_apart).
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(db: Database) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
@@ -20,6 +26,8 @@ def alembic_config(db: Database) -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
+    from alembic import command
+
     with db.engine.begin() as connection:
         config = alembic_config(db)
         config.attributes["connection"] = connection
@@ -27,6 +35,8 @@ def upgrade(db: Database, revision: str = "head") -> None:
 
 
 def downgrade(db: Database, revision: str = "base") -> None:
+    from alembic import command
+
     with db.engine.begin() as connection:
         config = alembic_config(db)
         config.attributes["connection"] = connection

@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
-import httpx
 
 from authserver.settings import is_loopback_host
 
@@ -268,9 +267,19 @@ class GuardedHTTP:
         self.max_bytes = max_bytes
         self.timeout = timeout
         self._resolver = resolver or system_resolver
-        # Built once: loading the CA bundle per fetch costs more than a small fetch's parsing.
-        self._ssl_context = ssl_context or httpx.create_ssl_context()
+        # Built once, on the first fetch: loading the CA bundle per fetch costs more than a small
+        # fetch's parsing, and a server that never fetches need not hold it (nor load httpx).
+        self._given_ssl_context = ssl_context
+        self._ssl_lock = threading.Lock()
         self._user_agent = user_agent
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        with self._ssl_lock:
+            if self._given_ssl_context is None:
+                import httpx  # its default context: certifi's CA bundle, as httpx clients use
+
+                self._given_ssl_context = httpx.create_ssl_context()
+            return self._given_ssl_context
 
     def target(self, url: str) -> Target | None:
         return parse_target(url, allow_loopback_http=self.allow_loopback_http)
@@ -285,7 +294,7 @@ class GuardedHTTP:
             raise FetchError(f"{subject} URL is not an https URL we may fetch")
         deadline = time.monotonic() + self.timeout
         addresses = self._vetted_addresses(target, deadline, subject)
-        pool = httpcore.ConnectionPool(ssl_context=self._ssl_context, max_connections=1,
+        pool = httpcore.ConnectionPool(ssl_context=self._ssl_context(), max_connections=1,
                                        network_backend=_PinnedBackend(addresses, deadline))
         timeouts = {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}
         headers = [(b"Accept", accept), (b"User-Agent", self._user_agent)]

@@ -20,6 +20,7 @@ from authserver.readcache import ReadCache
 from authserver.settings import Settings
 from authserver.tokens.access import AccessTokenInfo
 from authserver.tokens.purge import Purger
+from authserver.users import passwords
 
 # Writing to these tables can change who may get or keep a token: a commit here empties the
 # hot-path caches of this process at once (the other processes see it within the cache period).
@@ -57,6 +58,7 @@ class Services:
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
     secret = settings.resolved_secret_key()
+    passwords.configure(settings.argon2_concurrency)
     db = db or Database(settings.database_url)
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
     ttl = settings.cache_seconds

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Audit events of stateless work (client_credentials tokens) are written in batches, at
     # most this many seconds after they happen, and on shutdown.
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=10)
+    # argon2id computations (password checks and hashes) at once in this process; unset: one per
+    # CPU it may use. Each holds 19 MiB; sign-ins beyond it wait, holding no database transaction.
+    argon2_concurrency: int | None = Field(default=None, ge=1, le=64)
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"

@@ -20,7 +20,6 @@ from authserver.admin import common
 from authserver.admin.forms import NOT_FOUND, Reply, checked, field_errors, unit_of_work
 from authserver.catalog import removal
 from authserver.catalog import repository as catalog
-from authserver.catalog.check import ResourceChecker
 from authserver.catalog.models import Resource, Scope
 from authserver.deps import ServicesDep
 from authserver.errors import AppError
@@ -248,6 +247,9 @@ def _check(request: Request, services: Services, cookies: Cookies, form: Params,
         resource = _resource_or_404(session, form.get("uri", ""))
         known = {s.name for s in catalog.list_scopes(session)}
         uri, name, allowed = resource.uri, resource.name, list(resource.scopes)
+    # Imported here: it brings the resource kit and httpx, which only this button needs.
+    from authserver.catalog.check import ResourceChecker
+
     checker = ResourceChecker.for_settings(services.settings.cimd_allow_loopback_http)
     result = checker.check(uri, services.settings.issuer, known, allowed)
     with services.db.session() as session:

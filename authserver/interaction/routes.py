@@ -137,12 +137,15 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
 def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
     browser_id = request.cookies.get(cookies.browser_name)
     username, password, ip = form.get("username", ""), form.get("password", ""), client_ip(request)
-    with services.db.session() as session:
-        row = flow.load(session, rid, browser_id)
+    with services.db.read_session() as session:
+        flow.load(session, rid, browser_id)
         if not cookies.csrf_ok(form.get("csrf"), "login", rid, browser_id or ""):
             raise BAD_CSRF
-        user, error = signin.check_credentials(session, username, password, malformed=form.malformed, ip=ip,
-                                               client_id=row.client_id)
+        attempt = signin.prepare(session, username, malformed=form.malformed, ip=ip)
+    signin.verify(attempt, password)  # argon2id with no transaction open (see interaction.signin)
+    with services.db.session() as session:
+        row = flow.load(session, rid, browser_id)
+        user, error = signin.conclude(session, attempt, client_id=row.client_id)
         if user is not None:
             value, login_session = sessions.start(session, user, services.settings.session_ttl, ip)
             flow.authenticate(row, user.id, login_session.auth_time)

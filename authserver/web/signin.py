@@ -71,8 +71,11 @@ def _sign_in(request: Request, services: Services, cookies: Cookies, form: Param
         raise pages.BAD_CSRF
     username, password = form.get("username", ""), form.get("password", "")
     ip = request.client.host if request.client else None
+    with services.db.read_session() as session:
+        attempt = signin.prepare(session, username, malformed=form.malformed, ip=ip)
+    signin.verify(attempt, password)  # argon2id with no transaction open (see interaction.signin)
     with services.db.session() as session:
-        user, error = signin.check_credentials(session, username, password, malformed=form.malformed, ip=ip)
+        user, error = signin.conclude(session, attempt)
         if user is not None:
             value, _ = sessions.start(session, user, services.settings.session_ttl, ip)
             record(session, "login.succeeded", actor=str(user.id), ip=ip, username=user.username)
