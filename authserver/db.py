@@ -82,6 +82,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # (restart, idle timeout) fails its one request and is discarded with the pool's other
     # connections of that generation; pool_recycle retires connections before typical idle timeouts.
     kwargs.setdefault("pool_recycle", 1800)
+    # Keep as many connections as the threadpool can use at once (anyio's default limiter: 40 threads).
+    # SQLAlchemy's default keeps 5 and closes every overflow connection on return, so under load each
+    # request beyond the fifth opened a new one: a server backend forked, authenticated and its
+    # prepared statements lost, costing more CPU than the request itself. Connections open lazily.
+    kwargs.setdefault("pool_size", 40)
+    kwargs.setdefault("max_overflow", 0)
     return create_engine(url, **kwargs)
 
 
