@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -27,15 +28,24 @@ class RefreshGrant:
     family_expires_at: datetime
 
 
+def new_row(grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: str,
+            access_expires_at: datetime) -> tuple[str, dict[str, Any]]:
+    """A new member of ``grant``'s family: its token, and the column values of its row (not stored yet)."""
+    token = new_secret(32)
+    return token, {
+        "token_hash": hash_secret(token), "family_id": grant.family_id, "client_id": grant.client_id,
+        "user_id": grant.user_id, "scopes": grant.scopes, "resource": grant.resource, "auth_time": grant.auth_time,
+        "created_at": now, "expires_at": min(now + timedelta(seconds=idle_ttl), grant.family_expires_at),
+        "family_expires_at": grant.family_expires_at, "access_jti": access_jti,
+        "access_expires_at": access_expires_at,
+    }
+
+
 def create(session: Session, grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: str,
            access_expires_at: datetime) -> str:
-    token = new_secret(32)
-    session.add(RefreshToken(
-        token_hash=hash_secret(token), family_id=grant.family_id, client_id=grant.client_id,
-        user_id=grant.user_id, scopes=grant.scopes, resource=grant.resource, auth_time=grant.auth_time,
-        created_at=now, expires_at=min(now + timedelta(seconds=idle_ttl), grant.family_expires_at),
-        family_expires_at=grant.family_expires_at, access_jti=access_jti, access_expires_at=access_expires_at,
-    ))
+    token, row = new_row(grant, now=now, idle_ttl=idle_ttl, access_jti=access_jti,
+                         access_expires_at=access_expires_at)
+    session.add(RefreshToken(**row))
     return token
 
 
