@@ -382,3 +382,24 @@ def test_a_savepoint_rolled_back_keeps_the_rest_of_the_transactions_writes(db: D
         except IntegrityError:
             pass
     assert calls == [1]
+
+
+def test_a_connection_the_database_dropped_while_idle_is_replaced_not_failed(db_url: str, backend: str,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite connections are files: nothing drops them")
+    from sqlalchemy import text
+
+    from authserver import db as db_module
+
+    database = Database(db_url)
+    try:
+        with database.session() as s:
+            pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Database(db_url).session() as other:  # the server drops the idle pooled connection
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 0.0)
+        with database.session() as s:
+            assert s.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    finally:
+        database.dispose()

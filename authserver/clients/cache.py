@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from authserver.clients.models import Client
+from authserver.clients.models import SELF_REGISTERED, Client, scopes_at
 from authserver.db import Database
 from authserver.readcache import ReadCache
 
@@ -34,6 +34,13 @@ class ClientView:
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    # The same allow-list rules as ``Client``'s.
+    def may_use_resource(self, uri: str) -> bool:
+        return self.kind in SELF_REGISTERED or uri in self.resources
+
+    def scopes_at(self, resource_scopes: list[str]) -> set[str]:
+        return scopes_at(self.kind, self.scopes, resource_scopes)
 
     @classmethod
     def of(cls, client: Client) -> ClientView:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,13 @@ from authserver.db import Base, utcnow
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SELF_REGISTERED = ("dynamic", "metadata")
+
+
+def scopes_at(kind: str, client_scopes: Iterable[str], resource_scopes: Iterable[str]) -> set[str]:
+    """What a client of ``kind`` with allow-list ``client_scopes`` may have at a resource (see Client)."""
+    allowed = set(resource_scopes)
+    return allowed if kind in SELF_REGISTERED else allowed & set(client_scopes)
 
 
 class Client(Base):
@@ -55,11 +63,10 @@ class Client(Base):
         Such clients have no operator-set allow-lists: what they may ask for is bounded by
         each resource's allowed scopes and by the person's consent (MCP step-up relies on it).
         """
-        return self.kind in ("dynamic", "metadata")
+        return self.kind in SELF_REGISTERED
 
     def may_use_resource(self, uri: str) -> bool:
         return self.self_registered or uri in self.resources
 
     def scopes_at(self, resource_scopes: list[str]) -> set[str]:
-        allowed = set(resource_scopes)
-        return allowed if self.self_registered else allowed & set(self.scopes)
+        return scopes_at(self.kind, self.scopes, resource_scopes)

@@ -2,8 +2,10 @@
 
 Every answer, success or error, carries ``Cache-Control: no-store``.
 
-``client_credentials`` is served on the event loop from the hot-path caches (see its module);
-the grants that change state (codes, refresh rotation) run their unit of work in the threadpool.
+``client_credentials`` is served on the event loop from the hot-path caches (see its module).
+Refresh rotation authenticates the client from the same cache and does its one read and one
+write in the threadpool (``refresh_token.rotate``); what it leaves undecided, the code exchange
+and every metadata-document client run one ORM unit of work in the threadpool (``_handle``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from authserver.services import Services
 
 Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]]
 
+CLIENT_CREDENTIALS = "client_credentials"
+REFRESH_TOKEN = "refresh_token"
 GRANTS: dict[str, Grant] = {
     "authorization_code": authorization_code.exchange,
-    "refresh_token": refresh_token.exchange,
+    REFRESH_TOKEN: refresh_token.exchange,
 }
-CLIENT_CREDENTIALS = "client_credentials"
 
 
 def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
@@ -40,13 +43,17 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         params = await read_client_request(request, registry)
         grant_type = require(params, "grant_type")
         ip = request.client.host if request.client else None
-        given = credentials(request, params) if grant_type == CLIENT_CREDENTIALS else None
+        body: dict[str, Any] | None = None
+        given = credentials(request, params) if grant_type in (CLIENT_CREDENTIALS, REFRESH_TOKEN) else None
         if given is not None and not registry.is_document_url(given.client_id):
             client = await authenticate_cached(services.clients, given)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
-            body = await client_credentials.exchange(services, client, params, ip)
-        else:
+            if grant_type == CLIENT_CREDENTIALS:
+                body = await client_credentials.exchange(services, client, params, ip)
+            else:
+                body = await refresh_token.rotate(services, client, params, ip)
+        if body is None:
             body = await run_in_threadpool(_handle, services, registry, request, params, grant_type, ip)
         background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None
         return JSON(body, headers=NO_STORE, background=background)

@@ -10,10 +10,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.clients.cache import ClientView
 from authserver.clients.models import Client
 from authserver.services import Services
 from authserver.tokens import refresh
 from authserver.tokens.access import IssuedAccessToken, issue_access_token
+from authserver.tokens.models import RefreshToken
 
 
 def access_token_response(services: Services, *, client_id: str, subject: str, resource: str, scopes: list[str],
@@ -39,13 +41,26 @@ class Issued:
     access_jti: str
     access_expires_at: datetime
     family_id: uuid.UUID | None
+    # The column values of the refresh token's row, when one was issued (``token_response`` stores it).
+    refresh_row: dict[str, Any] | None = None
 
 
 def token_response(session: Session, services: Services, *, client: Client, subject: str,
                    user_id: uuid.UUID | None, resource: str, scopes: list[str], auth_time: datetime | None,
                    now: datetime, family: refresh.RefreshGrant | None = None,
                    stay_connected: bool = False) -> Issued:
-    """Issue tokens. ``family`` continues an existing refresh family (rotation); else one starts.
+    """Issue tokens (see ``issue``) and add the new refresh token's row to the session."""
+    issued = issue(services, client=client, subject=subject, user_id=user_id, resource=resource, scopes=scopes,
+                   auth_time=auth_time, now=now, family=family, stay_connected=stay_connected)
+    if issued.refresh_row is not None:
+        session.add(RefreshToken(**issued.refresh_row))
+    return issued
+
+
+def issue(services: Services, *, client: Client | ClientView, subject: str, user_id: uuid.UUID | None,
+          resource: str, scopes: list[str], auth_time: datetime | None, now: datetime,
+          family: refresh.RefreshGrant | None = None, stay_connected: bool = False) -> Issued:
+    """Issue tokens, storing nothing. ``family`` continues an existing refresh family (rotation); else one starts.
 
     The refresh-token rule: a new family starts when the client may use the refresh grant
     and the person left "Stay connected" ticked on the consent page (``stay_connected``,
@@ -58,13 +73,14 @@ def token_response(session: Session, services: Services, *, client: Client, subj
                                          scopes=scopes, auth_time=auth_time, now=now)
     access_expires_at = now + timedelta(seconds=access.expires_in)
     family_id = None
+    row = None
     if (family is not None or stay_connected) and "refresh_token" in client.grant_types:
         grant = family or refresh.RefreshGrant(
             family_id=uuid.uuid4(), client_id=client.client_id, user_id=user_id, scopes=scopes,
             resource=resource, auth_time=auth_time,
             family_expires_at=now + timedelta(seconds=settings.refresh_absolute_ttl),
         )
-        body["refresh_token"] = refresh.create(session, grant, now=now, idle_ttl=settings.refresh_idle_ttl,
-                                               access_jti=access.jti, access_expires_at=access_expires_at)
+        body["refresh_token"], row = refresh.new_row(grant, now=now, idle_ttl=settings.refresh_idle_ttl,
+                                                     access_jti=access.jti, access_expires_at=access_expires_at)
         family_id = grant.family_id
-    return Issued(body, access.jti, access_expires_at, family_id)
+    return Issued(body, access.jti, access_expires_at, family_id, row)
