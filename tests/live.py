@@ -31,3 +31,18 @@ def serve(make_app: Callable[[str], Any]) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def wait_healthy(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a server process at ``url`` to answer /healthz; ``alive`` says it has not exited."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert alive() and time.monotonic() < deadline, f"the server at {url} did not start"
+        time.sleep(0.1)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -24,6 +23,7 @@ from starlette.testclient import TestClient
 from authserver.db import Database
 from authserver.tokens.models import RefreshToken
 from tests.conftest import ISSUER, TEST_SECRET
+from tests.live import wait_healthy
 from tests.oauth_helpers import authorize_params, exchange, pkce_pair, query, run_flow, seed
 
 PROCESSES = 4
@@ -46,16 +46,8 @@ def nodes(db_url: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
              for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 30
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server processes did not start"
-                time.sleep(0.1)
+        for url, proc in zip(urls, procs, strict=True):
+            wait_healthy(url, lambda proc=proc: proc.poll() is None)
         yield urls
     finally:
         for proc in procs:

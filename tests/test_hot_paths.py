@@ -28,6 +28,7 @@ from authserver.clients import repository as clients
 from authserver.db import Database
 from authserver.readcache import MISSING, ReadCache
 from tests.conftest import ISSUER, TEST_SECRET, make_settings
+from tests.live import wait_healthy
 from tests.oauth_helpers import RESOURCE, seed, sql
 
 CACHE_SECONDS = 2.0
@@ -170,15 +171,7 @@ def test_a_server_stopped_right_after_a_burst_has_written_every_audit_event(
     server = subprocess.Popen([sys.executable, "-m", "authserver.cli", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+        wait_healthy(url, lambda: server.poll() is None)
 
         async def burst() -> list[int]:
             async with httpx.AsyncClient(base_url=url, auth=machine, limits=httpx.Limits(max_connections=16),
