@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
-from psycopg.types.json import Json
 from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -194,6 +193,8 @@ def claim(conn: Connection, token_hash: str, *, client_id: str, now: datetime, s
     params = {"presented": token_hash, "claimant": client_id, "now": now, "sealed": successor_response}
     if conn.dialect.name == "postgresql":
         params.update({f"new_{name}": successor[name] for name in SUCCESSOR_COLUMNS})
+        from psycopg.types.json import Json  # only here: a SQLite server never loads psycopg
+
         params["new_scopes"] = Json(successor["scopes"])  # psycopg's adapter (the statement casts it to json)
         return bool(CLAIM_AND_INSERT_ON_DRIVER.rows(conn, params))
     # SQLite has no data-modifying CTEs: two statements in one short BEGIN IMMEDIATE transaction.
