@@ -396,3 +396,18 @@ def test_a_connection_the_database_dropped_while_idle_is_replaced_not_failed(db_
             assert s.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
     finally:
         database.dispose()
+
+
+def test_a_cache_period_of_zero_reads_every_time() -> None:
+    cache: ReadCache[int] = ReadCache(ttl=0)
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(1)
+        return len(reads)
+
+    async def twice() -> list[int]:
+        return [await cache.fetch("k", read), await cache.fetch("k", read)]
+
+    assert asyncio.run(twice()) == [1, 2]
+    assert cache.get("k") is MISSING

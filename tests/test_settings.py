@@ -54,6 +54,12 @@ def test_development_secret_is_generated_once_into_a_0600_file(tmp_path: Path) -
     ("AUTHSERVER_LOG_LEVEL", "verbose", "AUTHSERVER_LOG_LEVEL: unknown log level 'verbose'"),
     ("AUTHSERVER_DATABASE_URL", "not a url", "AUTHSERVER_DATABASE_URL: not a database URL"),
     ("AUTHSERVER_DATABASE_URL", "mysql://db/authserver", "AUTHSERVER_DATABASE_URL: unsupported database 'mysql'"),
+    # A node may not keep a revoked token's verdict (or a disabled client) for longer than 5 s.
+    ("AUTHSERVER_CACHE_SECONDS", "10", "AUTHSERVER_CACHE_SECONDS: Input should be less than or equal to 5"),
+    ("AUTHSERVER_CACHE_SECONDS", "-1", "AUTHSERVER_CACHE_SECONDS: Input should be greater than or equal to 0"),
+    ("AUTHSERVER_AUDIT_FLUSH_SECONDS", "0", "AUTHSERVER_AUDIT_FLUSH_SECONDS: Input should be greater than 0"),
+    ("AUTHSERVER_AUDIT_FLUSH_SECONDS", "60", "AUTHSERVER_AUDIT_FLUSH_SECONDS: Input should be less than or equal"),
+    ("AUTHSERVER_ARGON2_CONCURRENCY", "0", "AUTHSERVER_ARGON2_CONCURRENCY: Input should be greater than or equal to 1"),
 ])
 def test_unusable_environment_values_are_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
                                                           value: str, message: str) -> None:
