@@ -15,11 +15,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
 
 from authserver.db import Database
 from authserver.errors import install_error_handlers
 from authserver.fastlane import AuthServer, HotRoutes
-from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders
+from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders, TrustedProxies
+from authserver.net import parse_networks
 from authserver.services import build_services
 from authserver.settings import Settings, load_settings
 from authserver.web import i18n
@@ -73,8 +75,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     hot.add("POST", f"{prefix}/token", token.endpoint(services, registry))
     hot.add("POST", f"{prefix}/introspect", introspection.endpoint(services, registry))
     cors_paths = [*discovery_paths(settings), *(f"{prefix}{p}" for p in ("/jwks.json", "/token", "/revoke"))]
-    app.use_hot_lane(hot, SecurityHeaders(BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]),
-                                                    max_bytes=settings.max_body_bytes), hsts=settings.is_https))
+    proxies = parse_networks(settings.trusted_proxies)
+    hot_stack: ASGIApp = BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]), max_bytes=settings.max_body_bytes)
+    if proxies:
+        hot_stack = TrustedProxies(hot_stack, proxies)
+    app.use_hot_lane(hot, SecurityHeaders(hot_stack, hsts=settings.is_https))
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(tool_calls.router(registry), prefix=prefix)
     # Always mounted: it answers per the registration policy of the moment (see its docstring).
@@ -87,6 +92,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[f"{prefix}/register"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if proxies:
+        app.add_middleware(TrustedProxies, networks=proxies)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app
 

@@ -136,3 +136,27 @@ class PublicCORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+class TrustedProxies:
+    """The client address behind a trusted reverse proxy, for everything downstream.
+
+    Rewrites ``scope["client"]`` from ``X-Forwarded-For`` when the peer is one of
+    ``AUTHSERVER_TRUSTED_PROXIES`` (see net.client_address), so every limit, allow-list and audit
+    row reads the same address. Only mounted when the setting is non-empty.
+    """
+
+    def __init__(self, app: ASGIApp, networks: tuple[Any, ...]) -> None:
+        self.app = app
+        self.networks = networks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("client"):
+            from starlette.requests import HTTPConnection
+
+            from authserver.net import client_address
+
+            address = client_address(HTTPConnection(scope), self.networks)
+            if address is not None and address != scope["client"][0]:
+                scope = {**scope, "client": (address, 0)}
+        await self.app(scope, receive, send)

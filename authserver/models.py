@@ -7,6 +7,7 @@ from authserver.db import Base
 from authserver.interaction.models import AuthorizationRequest, Consent, LoginSession
 from authserver.keys.models import SigningKey
 from authserver.policy.models import InitialAccessToken, ServerSetting
+from authserver.replay import UsedJti
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from authserver.users.models import User
 
@@ -15,5 +16,6 @@ metadata = Base.metadata
 __all__ = [
     "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "InitialAccessToken",
     "LoginSession",
-    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "ServerSetting", "SigningKey", "User", "metadata",
+    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "ServerSetting", "SigningKey", "UsedJti", "User",
+    "metadata",
 ]

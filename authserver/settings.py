@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"
+    # Peers whose X-Forwarded-For is believed (CIDR blocks, e.g. ["10.0.0.0/8"]); empty: nobody's.
+    # See net.client_address.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     @field_validator("issuer")
     @classmethod
@@ -116,6 +119,13 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"unknown log level {value!r} (one of: {', '.join(LOG_LEVELS)})")
         return level
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_networks(cls, value: list[str]) -> list[str]:
+        from authserver.net import parse_networks
+
+        return [str(network) for network in parse_networks(value)]
 
     @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:

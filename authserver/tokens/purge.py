@@ -1,4 +1,5 @@
-"""Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients.
+"""Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients,
+spent proof jti values.
 
 Run by ``authserver db purge`` and opportunistically after token requests, at most
 once per interval per process, after the response is sent (never blocking a request).
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from authserver.clients.models import Client
 from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
+from authserver.replay import purge as purge_used_jtis
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
 log = logging.getLogger("authserver.purge")
@@ -40,7 +42,8 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
         # never one that still holds a live refresh token (a person would lose a working connection).
         "clients": affected(session.execute(delete(Client).where(Client.expires_at < now, ~exists().where(
             RefreshToken.client_id == Client.client_id, RefreshToken.revoked_at.is_(None),
-            RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now))))
+            RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now)))),
+        "used_jtis": purge_used_jtis(session, now),
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(
