@@ -15,6 +15,8 @@ class BearerTokenError(Exception):
 
     error: str = "invalid_token"
     status_code: int = 401
+    # Answered with a ``DPoP`` challenge (RFC 9449 §7.1) rather than a ``Bearer`` one.
+    dpop: bool = False
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
@@ -36,3 +38,31 @@ class AuthServerUnavailableError(BearerTokenError):
 
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class DPoPSchemeError(InvalidTokenError):
+    """``invalid_token`` under the DPoP scheme: a DPoP-bound token presented as a plain bearer
+    token (RFC 9449 §7.2), or a bearer token presented with the DPoP scheme."""
+
+    dpop = True
+
+
+class InvalidDPoPProofError(BearerTokenError):
+    """RFC 9449 §7.1 ``invalid_dpop_proof``: the DPoP proof is missing, malformed, replayed or
+    does not fit the request, the access token or the token's key."""
+
+    error = "invalid_dpop_proof"
+    status_code = 401
+    dpop = True
+
+
+class UseDPoPNonceError(BearerTokenError):
+    """RFC 9449 §9 ``use_dpop_nonce``: retry with the server nonce sent in ``DPoP-Nonce``."""
+
+    error = "use_dpop_nonce"
+    status_code = 401
+    dpop = True
+
+    def __init__(self, description: str, *, nonce: str) -> None:
+        super().__init__(description)
+        self.nonce = nonce
