@@ -39,6 +39,8 @@ class AuthorizationRequest(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     resource: Mapped[str] = mapped_column(String(2048))
     code_challenge: Mapped[str] = mapped_column(String(128))
+    # RFC 9449 §10: the code will be bound to this DPoP key thumbprint.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(43), default=None)
     prompt: Mapped[str | None] = mapped_column(String(64), default=None)
     browser_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="created")

@@ -33,6 +33,8 @@ class AuthorizationCode(Base):
     access_jti: Mapped[str | None] = mapped_column(String(64), default=None)
     access_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     family_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # RFC 9449 §10: the authorization request's dpop_jkt; the token request must prove this key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(43), default=None)
 
 
 class RefreshToken(Base):
@@ -57,6 +59,9 @@ class RefreshToken(Base):
     access_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     # For the benign-race grace window only: the successor token response, encrypted.
     successor_response: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # RFC 9449 §5: a public client's family is bound to the DPoP key (RFC 7638 thumbprint) that
+    # started it; every refresh must prove that key. Inherited along the family, never changed.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(43), default=None)
 
 
 class RevokedAccessToken(Base):
