@@ -282,6 +282,7 @@ def _client_row(client: Any) -> dict[str, Any]:
         "redirect_uris": client.redirect_uris, "grant_types": client.grant_types,
         "scopes": client.scopes, "default_scopes": client.default_scopes, "resources": client.resources,
         "can_introspect": client.can_introspect, "disabled": client.disabled,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
     }
 
 
@@ -293,6 +294,7 @@ def cmd_clients_create(ctx: Context, args: argparse.Namespace) -> None:
         name=args.name, redirect_uris=args.redirect_uri or [], public=args.public, grant_types=grants,
         scopes=args.scope or [], resources=args.resource or [], default_scopes=args.default_scope,
         auth_method=args.auth_method, can_introspect=args.introspect,
+        dpop_bound_access_tokens=args.dpop_bound_access_tokens,
     )
     with ctx.db.session() as session:
         created = clients.create_client(session, spec)
@@ -320,6 +322,18 @@ def cmd_clients_rotate_secret(ctx: Context, args: argparse.Namespace) -> None:
         record(session, "client.secret_rotated", actor=CLI_ACTOR, client_id=args.client_id)
     ctx.out.emit({"client_id": args.client_id, "client_secret": secret},
                  f"client_secret: {secret}\n(the previous secret no longer works; this one is shown once)")
+
+
+def cmd_clients_dpop(ctx: Context, args: argparse.Namespace) -> None:
+    """RFC 9449 §5.2 ``dpop_bound_access_tokens`` on an existing client."""
+    ctx.require_schema()
+    required = args.state == "on"
+    with ctx.db.session() as session:
+        clients.set_dpop_bound(session, args.client_id, required)
+        record(session, "client.updated", actor=CLI_ACTOR, client_id=args.client_id,
+               dpop_bound_access_tokens=required)
+    ctx.out.emit({"client_id": args.client_id, "dpop_bound_access_tokens": required},
+                 f"client {args.client_id}: DPoP {'required' if required else 'optional'} on token requests")
 
 
 def cmd_clients_delete(ctx: Context, args: argparse.Namespace) -> None:
@@ -437,9 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resource", action="append", metavar="URI")
     p.add_argument("--introspect", action="store_true",
                    help="may call the introspection endpoint for tokens of its resources")
+    p.add_argument("--dpop-bound-access-tokens", action="store_true",
+                   help="every token request must carry a DPoP proof (RFC 9449 §5.2)")
     command(cl, "list", cmd_clients_list, "list clients")
     p = command(cl, "rotate-secret", cmd_clients_rotate_secret, "replace a confidential client's secret")
     p.add_argument("client_id")
+    p = command(cl, "dpop", cmd_clients_dpop, "require (on) or stop requiring (off) DPoP proofs from a client")
+    p.add_argument("client_id")
+    p.add_argument("state", choices=["on", "off"])
     p = command(cl, "delete", cmd_clients_delete, "delete a client")
     p.add_argument("client_id")
 

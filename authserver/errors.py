@@ -101,6 +101,21 @@ class InvalidToken(OAuthError):
     status_code = 401
 
 
+class InvalidDPoPProof(OAuthError):
+    """RFC 9449 §5: the DPoP proof of a token request is invalid (400)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(OAuthError):
+    """RFC 9449 §8: the proof lacks the server's current nonce; ``DPoP-Nonce`` carries a fresh one."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str, *, nonce: str) -> None:
+        super().__init__(description, headers={"DPoP-Nonce": nonce})
+
+
 class CommitThenRaise(Exception):
     """Raised by a grant whose failure changed state that must persist (a replayed code's
     revocations): the unit of work commits, then ``error`` is answered."""

@@ -124,7 +124,7 @@ class PublicCORS:
             await send({"type": "http.response.start", "status": 204, "headers": [
                 (b"access-control-allow-origin", b"*"),
                 (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
-                (b"access-control-allow-headers", b"authorization, content-type, mcp-protocol-version"),
+                (b"access-control-allow-headers", b"authorization, content-type, dpop, mcp-protocol-version"),
                 (b"access-control-max-age", b"86400")]})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -132,7 +132,9 @@ class PublicCORS:
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 existing = [(n, v) for n, v in message.get("headers", []) if n != b"access-control-allow-origin"]
-                message["headers"] = [*existing, (b"access-control-allow-origin", b"*")]
+                # RFC 9449 §8: a browser client must be able to read the nonce it is asked to use.
+                message["headers"] = [*existing, (b"access-control-allow-origin", b"*"),
+                                      (b"access-control-expose-headers", b"DPoP-Nonce, WWW-Authenticate")]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

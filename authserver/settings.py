@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"
+    # DPoP (RFC 9449, see authserver.dpop). A proof's iat may be at most this many seconds old,
+    # and at most dpop_clock_skew seconds in the future.
+    dpop_proof_max_age: int = Field(default=60, ge=10, le=300)
+    dpop_clock_skew: int = Field(default=5, ge=0, le=60)
+    # Require the server nonce (§8) in every token-endpoint proof; off by default (see authserver.dpop).
+    dpop_nonce_required: bool = False
+    # A nonce is valid for the time bucket it was made in and the next one.
+    dpop_nonce_seconds: int = Field(default=300, ge=30, le=3600)
+    # Refuse token requests of public clients that carry no DPoP proof.
+    dpop_required_for_public_clients: bool = False
     # Peers whose X-Forwarded-For is believed (CIDR blocks, e.g. ["10.0.0.0/8"]); empty: nobody's.
     # See net.client_address.
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -87,32 +87,35 @@ class ClientFields:
     scopes: list[str] = field(default_factory=list)
     resources: list[str] = field(default_factory=list)
     can_introspect: bool = False
+    dpop_bound_access_tokens: bool = False
 
     @classmethod
     def from_form(cls, form: Params, pairs: list[tuple[str, str]]) -> ClientFields:
         return cls(name=form.get("name", ""), redirect_uris=form.get("redirect_uris", ""),
                    grant_types=pages.values(pairs, "grant_type"), auth_method=form.get("auth_method", ""),
                    scopes=pages.values(pairs, "scope"), resources=pages.values(pairs, "resource"),
-                   can_introspect=form.get("can_introspect") == "on")
+                   can_introspect=form.get("can_introspect") == "on",
+                   dpop_bound_access_tokens=form.get("dpop_bound_access_tokens") == "on")
 
     @classmethod
     def of(cls, client: Client) -> ClientFields:
         return cls(name=client.name, redirect_uris="\n".join(client.redirect_uris),
                    grant_types=list(client.grant_types), auth_method=client.token_endpoint_auth_method,
                    scopes=list(client.scopes), resources=list(client.resources),
-                   can_introspect=client.can_introspect)
+                   can_introspect=client.can_introspect, dpop_bound_access_tokens=client.dpop_bound_access_tokens)
 
     def spec(self) -> NewClient:
         uris = [line.strip() for line in self.redirect_uris.splitlines() if line.strip()]
         return NewClient(name=self.name, redirect_uris=uris, grant_types=self.grant_types,
                          auth_method=self.auth_method or None, scopes=self.scopes, resources=self.resources,
-                         can_introspect=self.can_introspect)
+                         can_introspect=self.can_introspect, dpop_bound_access_tokens=self.dpop_bound_access_tokens)
 
 
 def _snapshot(client: Client) -> dict[str, Any]:
     return {"name": client.name, "redirect_uris": list(client.redirect_uris), "grant_types": list(client.grant_types),
             "token_endpoint_auth_method": client.token_endpoint_auth_method, "scopes": list(client.scopes),
-            "resources": list(client.resources), "can_introspect": client.can_introspect}
+            "resources": list(client.resources), "can_introspect": client.can_introspect,
+            "dpop_bound_access_tokens": client.dpop_bound_access_tokens}
 
 
 def _form_page(request: Request, cookies: Cookies, session: Session, who: SignedIn, fields: ClientFields, *,

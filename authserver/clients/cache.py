@@ -30,6 +30,7 @@ class ClientView:
     can_introspect: bool
     disabled: bool
     expires_at: datetime | None
+    dpop_bound_access_tokens: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -46,7 +47,8 @@ class ClientView:
     def of(cls, client: Client) -> ClientView:
         return cls(client.client_id, client.kind, client.secret_hash, client.token_endpoint_auth_method,
                    tuple(client.grant_types), tuple(client.scopes), tuple(client.resources),
-                   tuple(client.default_scopes), client.can_introspect, client.disabled, client.expires_at)
+                   tuple(client.default_scopes), client.can_introspect, client.disabled, client.expires_at,
+                   client.dpop_bound_access_tokens)
 
 
 class ClientCache:

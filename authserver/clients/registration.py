@@ -43,6 +43,8 @@ class RegistrationRequest(BaseModel):
     scope: str | None = Field(default=None, max_length=2000)
     software_id: str | None = Field(default=None, max_length=200)
     software_version: str | None = Field(default=None, max_length=100)
+    # RFC 9449 §5.2: the client always sends DPoP proofs; token requests without one are refused.
+    dpop_bound_access_tokens: bool = False
     # RFC 7592 update requests repeat these; they are checked, never taken from the client.
     client_id: str | None = Field(default=None, max_length=2048)
     client_secret: str | None = Field(default=None, max_length=200)
@@ -100,6 +102,7 @@ def apply(client: Client, request: RegistrationRequest) -> None:
     client.redirect_uris = list(dict.fromkeys(request.redirect_uris))
     client.grant_types = list(dict.fromkeys(request.grant_types))
     client.application_type = request.application_type or "web"
+    client.dpop_bound_access_tokens = request.dpop_bound_access_tokens
     client.extra_metadata = {k: getattr(request, k) for k in INFORMATIONAL if getattr(request, k) is not None}
 
 
@@ -130,6 +133,7 @@ def describe(client: Client, registration_client_uri: str) -> dict[str, Any]:
         "response_types": ["code"],
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
         "application_type": client.application_type,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "registration_client_uri": registration_client_uri,
         **client.extra_metadata,
     }

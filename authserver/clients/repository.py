@@ -49,6 +49,8 @@ class NewClient:
     kind: str = "static"
     client_id: str | None = None
     application_type: str | None = None
+    # RFC 9449 §5.2: token requests without a DPoP proof are refused.
+    dpop_bound_access_tokens: bool = False
 
 
 @dataclass
@@ -146,7 +148,7 @@ def create_client(session: Session, spec: NewClient) -> CreatedClient:
         token_endpoint_auth_method=valid.auth_method, application_type=valid.application_type,
         redirect_uris=valid.redirect_uris, grant_types=valid.grant_types, scopes=valid.scopes,
         resources=valid.resources, default_scopes=valid.default_scopes, can_introspect=spec.can_introspect,
-        verified=spec.verified,
+        verified=spec.verified, dpop_bound_access_tokens=spec.dpop_bound_access_tokens,
     )
     session.add(client)
     session.flush()
@@ -180,6 +182,7 @@ def update_client(session: Session, client_id: str, spec: NewClient) -> CreatedC
     client.resources = valid.resources
     client.default_scopes = valid.default_scopes
     client.can_introspect = spec.can_introspect
+    client.dpop_bound_access_tokens = spec.dpop_bound_access_tokens
     session.flush()
     return CreatedClient(client, secret)
 
@@ -281,6 +284,15 @@ def set_disabled(session: Session, client_id: str, disabled: bool) -> Client:
     again restores all of that, since nothing was revoked."""
     client = require(session, client_id)
     client.disabled = disabled
+    return client
+
+
+def set_dpop_bound(session: Session, client_id: str, required: bool) -> Client:
+    """RFC 9449 §5.2: whether the client's token requests must carry a DPoP proof."""
+    client = require(session, client_id)
+    if client.kind == "metadata":
+        raise AppError("a metadata-document client is defined by its document; it cannot be edited here")
+    client.dpop_bound_access_tokens = required
     return client
 
 

@@ -37,7 +37,7 @@ def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: i
     row = AuthorizationRequest(
         id_hash=hash_secret(rid), client_id=params.client.client_id, redirect_uri=params.redirect_uri,
         redirect_uri_given=params.redirect_uri_given, state=params.state, scopes=params.scopes,
-        resource=params.resource.uri, code_challenge=params.code_challenge,
+        resource=params.resource.uri, code_challenge=params.code_challenge, dpop_jkt=params.dpop_jkt,
         prompt=" ".join(sorted(params.prompt)) or None, browser_hash=hash_secret(browser_id),
         created_at=now, expires_at=now + timedelta(seconds=ttl),
     )
@@ -117,7 +117,7 @@ def finish_with_code(session: Session, settings: Settings, row: AuthorizationReq
     code = codes.create(session, codes.CodeGrant(
         client_id=row.client_id, user_id=row.user_id, redirect_uri=row.redirect_uri,
         redirect_uri_given=row.redirect_uri_given, code_challenge=row.code_challenge, resource=row.resource,
-        scopes=scopes, auth_time=row.auth_time, stay_connected=stay_connected,
+        scopes=scopes, auth_time=row.auth_time, stay_connected=stay_connected, dpop_jkt=row.dpop_jkt,
     ), settings.code_ttl)
     record(session, "code.issued", actor=str(row.user_id), client_id=row.client_id, ip=ip,
            resource=row.resource, scopes=scopes, stay_connected=stay_connected)

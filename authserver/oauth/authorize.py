@@ -7,6 +7,7 @@ After that, problems go back to the client's redirect URI with ``state`` and ``i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,6 +26,8 @@ from authserver.uris import canonical_resource_uri, is_loopback_uri
 from authserver.web.i18n import N_
 
 KNOWN_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+# An RFC 7638 SHA-256 thumbprint, base64url without padding.
+JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class AuthorizationParams:
     resource: Resource
     code_challenge: str
     prompt: frozenset[str]
+    dpop_jkt: str | None = None  # RFC 9449 §10
 
 
 def redirect_uri_matches(registered: list[str], given: str) -> bool:
@@ -116,6 +120,10 @@ def validate(session: Session, settings: Settings, registry: ClientRegistry, par
     if problem:
         raise fail("invalid_request", problem)
 
+    dpop_jkt = params.optional("dpop_jkt")
+    if dpop_jkt is not None and JKT.fullmatch(dpop_jkt) is None:
+        raise fail("invalid_request", "dpop_jkt must be a base64url SHA-256 JWK thumbprint (RFC 9449 §10)")
+
     prompt = frozenset((params.optional("prompt") or "").split())
     if "none" in prompt and len(prompt) > 1:
         raise fail("invalid_request", "prompt=none cannot be combined with other values")
@@ -129,6 +137,7 @@ def validate(session: Session, settings: Settings, registry: ClientRegistry, par
     return AuthorizationParams(
         client=client, redirect_uri=redirect_uri, redirect_uri_given=given, state=state, scopes=scopes,
         resource=resource, code_challenge=params["code_challenge"], prompt=prompt & KNOWN_PROMPTS,
+        dpop_jkt=dpop_jkt,
     )
 
 

@@ -83,6 +83,10 @@ def describe_access(caller: Client | ClientView, access: lookup.AccessTokenInfo)
         return INACTIVE
     body: dict[str, Any] = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
         "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
+    if "cnf" in claims:
+        # RFC 9449 §6.2: a DPoP-bound token, and the key thumbprint the resource server must see proven.
+        body["token_type"] = "DPoP"
+        body["cnf"] = claims["cnf"]
     if "nbf" in claims:
         body["nbf"] = claims["nbf"]
     if access.username:

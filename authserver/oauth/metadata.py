@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authserver.dpop import SIGNING_ALGORITHMS
 from authserver.settings import Settings
 
 
@@ -50,6 +51,8 @@ def build_metadata(settings: Settings, public_scopes: list[str], *, registration
         "resource_parameter_supported": True,
         "subject_types_supported": ["public"],
         "client_id_metadata_document_supported": settings.cimd_enabled,
+        # RFC 9449 §5.1: the proof algorithms the token endpoint accepts.
+        "dpop_signing_alg_values_supported": SIGNING_ALGORITHMS,
     }
     if registration:
         metadata["registration_endpoint"] = e("/register")

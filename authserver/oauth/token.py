@@ -6,6 +6,10 @@ Every answer, success or error, carries ``Cache-Control: no-store``.
 Refresh rotation authenticates the client from the same cache and does its one read and one
 write in the threadpool (``refresh_token.rotate``); what it leaves undecided, the code exchange
 and every metadata-document client run one ORM unit of work in the threadpool (``_handle``).
+
+DPoP (``authserver.dpop``): a request with a ``DPoP`` header has its proof checked (and its
+``jti`` spent) before anything else; the grants bind what they issue to the proof's key. A
+request without one pays a scan of the raw headers and nothing more.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authserver import dpop
 from authserver.clients.models import Client
 from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
 from authserver.oauth.client_auth import authenticate_cached, authenticate_client, credentials, read_client_request
@@ -28,7 +33,7 @@ from authserver.oauth.registry import ClientRegistry
 from authserver.responses import JSON
 from authserver.services import Services
 
-Grant = Callable[[Session, Services, Client, Params, str | None], dict[str, Any]]
+Grant = Callable[[Session, Services, Client, Params, str | None, str | None], dict[str, Any]]
 
 CLIENT_CREDENTIALS = "client_credentials"
 REFRESH_TOKEN = "refresh_token"
@@ -39,9 +44,13 @@ GRANTS: dict[str, Grant] = {
 
 
 def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
+    proofs = dpop.TokenEndpointProofs(services.settings, services.db, services.secret)
+
     async def token(request: Request) -> Response:
         params = await read_client_request(request, registry)
         grant_type = require(params, "grant_type")
+        proof = await proofs.check(request) if dpop.has_dpop_header(request) else None
+        jkt = proof.jkt if proof is not None else None
         ip = request.client.host if request.client else None
         body: dict[str, Any] | None = None
         given = credentials(request, params) if grant_type in (CLIENT_CREDENTIALS, REFRESH_TOKEN) else None
@@ -49,20 +58,22 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
             client = await authenticate_cached(services.clients, given)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+            dpop.require_proof_if_needed(services.settings, client, proof)
             if grant_type == CLIENT_CREDENTIALS:
-                body = await client_credentials.exchange(services, client, params, ip)
+                body = await client_credentials.exchange(services, client, params, ip, jkt)
             else:
-                body = await refresh_token.rotate(services, client, params, ip)
+                body = await refresh_token.rotate(services, client, params, ip, jkt)
         if body is None:
-            body = await run_in_threadpool(_handle, services, registry, request, params, grant_type, ip)
+            body = await run_in_threadpool(_handle, services, registry, request, params, grant_type, ip, proof)
         background = BackgroundTask(services.purger.run_if_due) if services.purger.due() else None
-        return JSON(body, headers=NO_STORE, background=background)
+        headers = {**NO_STORE, **proofs.response_headers()} if proof is not None else NO_STORE
+        return JSON(body, headers=headers, background=background)
 
     return token
 
 
 def _handle(services: Services, registry: ClientRegistry, request: Request, params: Params, grant_type: str,
-            ip: str | None) -> dict[str, Any]:
+            ip: str | None, proof: dpop.Proof | None) -> dict[str, Any]:
     handler = GRANTS.get(grant_type)
     if handler is None and grant_type != CLIENT_CREDENTIALS:
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
@@ -74,8 +85,9 @@ def _handle(services: Services, registry: ClientRegistry, request: Request, para
         if handler is None:
             # Only a metadata-document client comes here for client_credentials, and those are public.
             raise UnauthorizedClient("a public client cannot use client_credentials")
+        dpop.require_proof_if_needed(services.settings, client, proof)
         try:
-            return handler(session, services, client, params, ip)
+            return handler(session, services, client, params, ip, proof.jkt if proof is not None else None)
         except CommitThenRaise as exc:
             # The grant changed state that must persist (e.g. a replayed code's revocations).
             deferred.append(exc.error)

@@ -25,6 +25,7 @@ class CodeGrant:
     scopes: list[str]
     auth_time: datetime
     stay_connected: bool = False
+    dpop_jkt: str | None = None  # RFC 9449 §10: the token request must prove this key
 
 
 def create(session: Session, grant: CodeGrant, ttl: int) -> str:
@@ -34,7 +35,7 @@ def create(session: Session, grant: CodeGrant, ttl: int) -> str:
         code_hash=hash_secret(code), client_id=grant.client_id, user_id=grant.user_id,
         redirect_uri=grant.redirect_uri, redirect_uri_given=grant.redirect_uri_given,
         code_challenge=grant.code_challenge, resource=grant.resource, scopes=grant.scopes,
-        stay_connected=grant.stay_connected,
+        stay_connected=grant.stay_connected, dpop_jkt=grant.dpop_jkt,
         auth_time=grant.auth_time, created_at=now, expires_at=now + timedelta(seconds=ttl),
     ))
     return code

@@ -37,6 +37,8 @@ class RefreshGrant:
     resource: str
     auth_time: datetime | None
     family_expires_at: datetime
+    # RFC 9449 §5: the DPoP key thumbprint every member of the family must be used with.
+    dpop_jkt: str | None = None
 
 
 def new_row(grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: str,
@@ -48,7 +50,7 @@ def new_row(grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: st
         "user_id": grant.user_id, "scopes": grant.scopes, "resource": grant.resource, "auth_time": grant.auth_time,
         "created_at": now, "expires_at": min(now + timedelta(seconds=idle_ttl), grant.family_expires_at),
         "family_expires_at": grant.family_expires_at, "access_jti": access_jti,
-        "access_expires_at": access_expires_at,
+        "access_expires_at": access_expires_at, "dpop_jkt": grant.dpop_jkt,
     }
 
 
@@ -122,6 +124,7 @@ class Presented:
     resource_scopes: list[str] | None  # None: no such resource
 
     def looks_live(self, client_id: str, now: datetime) -> bool:
+        """Claimable as read (the claim decides). The DPoP binding is checked by the caller."""
         return (self.grant.client_id == client_id and self.rotated_at is None and self.revoked_at is None
                 and self.expires_at > now and self.grant.family_expires_at > now)
 
@@ -131,7 +134,8 @@ class Presented:
 PEEK = (
     select(RefreshToken.family_id, RefreshToken.client_id, RefreshToken.user_id, RefreshToken.scopes,
            RefreshToken.resource, RefreshToken.auth_time, RefreshToken.family_expires_at, RefreshToken.expires_at,
-           RefreshToken.rotated_at, RefreshToken.revoked_at, User.id.label("found_user_id"), User.disabled,
+           RefreshToken.rotated_at, RefreshToken.revoked_at, RefreshToken.dpop_jkt, User.id.label("found_user_id"),
+           User.disabled,
            Resource.uri.label("found_resource"), Resource.scopes.label("resource_scopes"))
     .outerjoin(User, User.id == RefreshToken.user_id)
     .outerjoin(Resource, Resource.uri == RefreshToken.resource)
@@ -145,7 +149,7 @@ CLAIM = (update(RefreshToken)
          .values(rotated_at=_NOW, successor_response=bindparam("sealed")))
 # The successor's columns, as ``new_row`` gives them; bound as new_<column> in CLAIM_AND_INSERT.
 SUCCESSOR_COLUMNS = ("token_hash", "family_id", "client_id", "user_id", "scopes", "resource", "auth_time",
-                     "created_at", "expires_at", "family_expires_at", "access_jti", "access_expires_at")
+                     "created_at", "expires_at", "family_expires_at", "access_jti", "access_expires_at", "dpop_jkt")
 _CLAIMED = CLAIM.returning(RefreshToken.token_hash).cte("claimed")
 # PostgreSQL: WITH claimed AS (UPDATE … RETURNING) INSERT … SELECT … FROM claimed. The successor is
 # inserted only if the claim matched, and one statement is atomic on its own: it needs no
@@ -173,9 +177,10 @@ def peek(conn: Connection, token_hash: str) -> Presented | None:
     if not rows:
         return None
     (family_id, owner, user_id, scopes, resource, auth_time, family_expires_at, expires_at, rotated_at, revoked_at,
-     found_user_id, disabled, found_resource, resource_scopes) = rows[0]
+     dpop_jkt, found_user_id, disabled, found_resource, resource_scopes) = rows[0]
     grant = RefreshGrant(family_id=family_id, client_id=owner, user_id=user_id, scopes=list(scopes),
-                         resource=resource, auth_time=auth_time, family_expires_at=family_expires_at)
+                         resource=resource, auth_time=auth_time, family_expires_at=family_expires_at,
+                         dpop_jkt=dpop_jkt)
     return Presented(grant=grant, expires_at=expires_at, rotated_at=rotated_at, revoked_at=revoked_at,
                      user_found=found_user_id is not None, user_disabled=bool(disabled),
                      resource_scopes=list(resource_scopes) if found_resource is not None else None)

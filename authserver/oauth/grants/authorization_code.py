@@ -22,7 +22,9 @@ from authserver.users import repository as users
 INVALID_CODE = "the authorization code is invalid, expired or already used"
 
 
-def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None) -> dict[str, Any]:
+def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None,
+             jkt: str | None = None) -> dict[str, Any]:
+    """``jkt``: the request's DPoP key thumbprint (RFC 9449 §5); the tokens are bound to it."""
     code = require(params, "code")
     now = utcnow()
     row = codes.find(session, code)
@@ -41,6 +43,7 @@ def exchange(session: Session, services: Services, client: Client, params: Param
     if not verifier_matches(verifier, row.code_challenge):
         raise InvalidGrant("PKCE verification failed")
     _require_same_resource(row, params.optional("resource"))
+    _require_bound_key(row, jkt)
 
     # Locked until this exchange commits: ``grants.disconnect`` locks the same row, so it either
     # committed before (its cut-off refuses the code below) or waits and then finds, and revokes,
@@ -58,7 +61,7 @@ def exchange(session: Session, services: Services, client: Client, params: Param
 
     issued = token_response(session, services, client=client, subject=str(user.id), user_id=user.id,
                             resource=row.resource, scopes=row.scopes, auth_time=row.auth_time, now=now,
-                            stay_connected=row.stay_connected)
+                            stay_connected=row.stay_connected, jkt=jkt)
     codes.record_issued(session, row.code_hash, issued.access_jti, issued.access_expires_at, issued.family_id)
     consents.touch(session, user.id, client.client_id, row.resource, now)
     record(session, "token.issued", actor=str(user.id), client_id=client.client_id, ip=ip,
@@ -85,6 +88,16 @@ def _require_same_redirect_uri(row: AuthorizationCode, given: str | None) -> Non
         raise InvalidRequest("redirect_uri is required: the authorization request included it")
     if given is not None and given != row.redirect_uri:
         raise InvalidGrant("redirect_uri differs from the authorization request")
+
+
+def _require_bound_key(row: AuthorizationCode, jkt: str | None) -> None:
+    """RFC 9449 §10: a code requested with ``dpop_jkt`` is redeemed only with a proof of that key.
+
+    Checked before the code is spent: whoever stole the code but lacks the key cannot burn it.
+    """
+    if row.dpop_jkt is not None and row.dpop_jkt != jkt:
+        raise InvalidGrant("the authorization code is bound to another DPoP key (dpop_jkt)",
+                           detail=f"code bound to {row.dpop_jkt}, proof key {jkt}")
 
 
 def _require_same_resource(row: AuthorizationCode, given: str | None) -> None:

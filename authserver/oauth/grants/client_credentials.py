@@ -20,7 +20,9 @@ from authserver.services import Services
 from authserver.tokens.issue import access_token_response
 
 
-async def exchange(services: Services, client: ClientView, params: Params, ip: str | None) -> dict[str, Any]:
+async def exchange(services: Services, client: ClientView, params: Params, ip: str | None,
+                   jkt: str | None = None) -> dict[str, Any]:
+    """``jkt``: the request's DPoP key thumbprint; the access token is bound to it."""
     if client.is_public:
         raise UnauthorizedClient("a public client cannot use client_credentials")
     requested = params.optional("resource")
@@ -46,7 +48,7 @@ async def exchange(services: Services, client: ClientView, params: Params, ip: s
     await services.keys.fresh()
     now = utcnow()
     access, body = access_token_response(services, client_id=client.client_id, subject=client.client_id,
-                                         resource=uri, scopes=scopes, auth_time=None, now=now)
+                                         resource=uri, scopes=scopes, auth_time=None, now=now, jkt=jkt)
     services.audit.record("token.issued", actor=client.client_id, client_id=client.client_id, ip=ip, at=now,
                           grant_type="client_credentials", resource=uri, scopes=scopes, jti=access.jti)
     return body

@@ -20,6 +20,12 @@ Two paths, one set of rules:
   (unknown, another client's, expired, rotated: reuse or the grace window; revoked), whose user
   or resource is gone or disabled (the family is revoked), a claim that lost a race, and
   metadata-document clients. It claims again itself, so it decides exactly as before.
+
+DPoP (RFC 9449 §5): a family bound to a key (a public client's, started with a proof) is
+refreshed only with a proof of that key. Any other key, or none, is ``invalid_grant`` and
+changes nothing: the token is useless without the key, and letting whoever holds a copy of it
+revoke the family would hand a thief without the key a way to sign the person out. The
+binding is checked before the grace window hands out a successor response, too.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -50,24 +56,25 @@ from authserver.users import repository as users
 INVALID = "the refresh token is invalid, expired or revoked"
 
 
-async def rotate(services: Services, client: ClientView, params: Params, ip: str | None) -> dict[str, Any] | None:
+async def rotate(services: Services, client: ClientView, params: Params, ip: str | None,
+                 jkt: str | None = None) -> dict[str, Any] | None:
     """The token response of the usual rotation, or None when ``exchange`` must decide (see the module)."""
     token = require(params, "refresh_token")
     if len(token) > 100:
         return None
     await services.keys.fresh()  # signing in the thread below then never reads the key ring
-    return await run_in_threadpool(_rotate, services, client, token, params, ip)
+    return await run_in_threadpool(_rotate, services, client, token, params, ip, jkt)
 
 
 def _rotate(services: Services, client: ClientView, token: str, params: Params,
-            ip: str | None) -> dict[str, Any] | None:
+            ip: str | None, jkt: str | None) -> dict[str, Any] | None:
     now = utcnow()
     token_hash = hash_secret(token)
 
     def prepare(presented: refresh.Presented) -> refresh.Successor[tuple[Issued, list[str]]] | None:
         grant = presented.grant
         # The same checks, in the same order, as ``exchange``; what would revoke the family is left to it.
-        if not presented.looks_live(client.client_id, now):
+        if not presented.looks_live(client.client_id, now) or grant.dpop_jkt not in (None, jkt):
             return None
         if presented.resource_scopes is None or not client.may_use_resource(grant.resource):
             return None
@@ -77,7 +84,7 @@ def _rotate(services: Services, client: ClientView, token: str, params: Params,
             return None
         issued = issue(services, client=client, subject=str(grant.user_id or client.client_id),
                        user_id=grant.user_id, resource=grant.resource, scopes=scopes, auth_time=grant.auth_time,
-                       now=now, family=grant)
+                       now=now, family=grant, jkt=jkt)
         assert issued.refresh_row is not None  # the endpoint checked that the client has the refresh grant
         return refresh.Successor(row=issued.refresh_row, response=_sealed(services, issued.body, token_hash),
                                  result=(issued, scopes))
@@ -102,20 +109,23 @@ def _sealed(services: Services, body: dict[str, Any], token_hash: str) -> bytes 
     return services.grace_sealer.encrypt(json.dumps(body).encode(), token_hash.encode())
 
 
-def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None) -> dict[str, Any]:
+def exchange(session: Session, services: Services, client: Client, params: Params, ip: str | None,
+             jkt: str | None = None) -> dict[str, Any]:
     token = require(params, "refresh_token")
     now = utcnow()
     token_hash = hash_secret(token)
+    bound_to_this_key = (RefreshToken.dpop_jkt.is_(None) if jkt is None
+                         else or_(RefreshToken.dpop_jkt.is_(None), RefreshToken.dpop_jkt == jkt))
     claimed = affected(session.execute(
         update(RefreshToken)
         .where(RefreshToken.token_hash == token_hash, RefreshToken.client_id == client.client_id,
                RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None),
-               RefreshToken.expires_at > now, RefreshToken.family_expires_at > now)
+               RefreshToken.expires_at > now, RefreshToken.family_expires_at > now, bound_to_this_key)
         .values(rotated_at=now)
     )) == 1
     row = session.get(RefreshToken, token_hash, populate_existing=True) if len(token) <= 100 else None
     if not claimed:
-        return _not_claimed(session, services, client, row, ip)
+        return _not_claimed(session, services, client, row, ip, jkt)
     assert row is not None
 
     resource = catalog.get_resource(session, row.resource)
@@ -132,10 +142,10 @@ def exchange(session: Session, services: Services, client: Client, params: Param
 
     family = refresh.RefreshGrant(family_id=row.family_id, client_id=row.client_id, user_id=row.user_id,
                                   scopes=row.scopes, resource=row.resource, auth_time=row.auth_time,
-                                  family_expires_at=row.family_expires_at)
+                                  family_expires_at=row.family_expires_at, dpop_jkt=row.dpop_jkt)
     issued = token_response(session, services, client=client, subject=str(row.user_id or client.client_id),
                             user_id=row.user_id, resource=row.resource, scopes=scopes, auth_time=row.auth_time,
-                            now=now, family=family)
+                            now=now, family=family, jkt=jkt)
     row.successor_response = _sealed(services, issued.body, token_hash)
     record(session, "token.refreshed", actor=str(row.user_id) if row.user_id else None, client_id=client.client_id,
            ip=ip, family=str(row.family_id), resource=row.resource, scopes=scopes, jti=issued.access_jti)
@@ -143,11 +153,14 @@ def exchange(session: Session, services: Services, client: Client, params: Param
 
 
 def _not_claimed(session: Session, services: Services, client: Client, row: RefreshToken | None,
-                 ip: str | None) -> dict[str, Any]:
-    """Why the token could not be claimed: unknown, not this client's, dead, or reused."""
+                 ip: str | None, jkt: str | None) -> dict[str, Any]:
+    """Why the token could not be claimed: unknown, not this client's, another DPoP key's, dead, or reused."""
     now = utcnow()
     if row is None or row.client_id != client.client_id:
         raise InvalidGrant(INVALID, detail="unknown refresh token or another client's")
+    if row.dpop_jkt is not None and row.dpop_jkt != jkt:
+        raise InvalidGrant("the refresh token is bound to a DPoP key; send a proof made with that key",
+                           detail=f"bound to {row.dpop_jkt}, proof key {jkt}")
     if row.revoked_at is not None or row.rotated_at is None:
         raise InvalidGrant(INVALID, detail="revoked or expired refresh token")
     grace = services.settings.refresh_reuse_grace
