@@ -51,7 +51,7 @@ from authserver.resource.discovery import AuthServerMetadata
 from authserver.resource.errors import AuthServerUnavailableError
 from authserver.resource.introspection import basic_auth
 from authserver.resource.jsonrpc import MAX_BODY_BYTES, failed_request_ids, read_body, replay, tool_calls
-from authserver.resource.middleware import STATE_KEY, _bearer_token
+from authserver.resource.middleware import STATE_KEY, _credentials
 from authserver.resource.verifier import VerifiedToken
 
 log = logging.getLogger("authserver.resource.reporting")
@@ -253,7 +253,7 @@ class ToolCallReportMiddleware:
 
 def _raw_bearer(scope: Scope) -> str | None:
     values = [v for k, v in scope.get("headers", []) if k == b"authorization"]
-    return _bearer_token(values[0].decode("latin-1")) if len(values) == 1 else None
+    return _credentials(values[0].decode("latin-1"))[1] if len(values) == 1 else None
 
 
 def _call_time(verified: VerifiedToken) -> int:

@@ -14,6 +14,13 @@ rejects forgeries before any key lookup or signature math:
    ``exp``/``nbf``/``iat`` with a small leeway, and the presence of ``sub``,
    ``client_id`` and ``jti``.
 
+DPoP (RFC 9449 §7): ``verify`` is for the ``Bearer`` scheme and refuses a DPoP-bound token
+(one with ``cnf.jkt``, §7.2: a stolen bound token must not work as a bearer token);
+``verify_dpop`` is for the ``DPoP`` scheme: the token must be bound, and the request's proof
+must be valid for this request (``htm``, ``htu``, ``iat``, ``ath``), made with the bound key and
+not seen before (see ``dpop.DPoPVerifier`` for the replay cache and optional nonces). Both work
+with local verification and with introspection (the authorization server reports ``cnf``).
+
 Introspection (RFC 7662) is optional: ``"always"`` asks the authorization server
 about every token (sees revocations at once, one round trip each); ``"fallback"``
 asks only when the token cannot be judged locally — it is not a JWT (opaque), its
@@ -35,7 +42,13 @@ import jwt
 
 from authserver.resource._http import DEFAULT_TIMEOUT, Fetcher, check_url
 from authserver.resource.discovery import AuthServerMetadata
-from authserver.resource.errors import AuthServerUnavailableError, InvalidTokenError
+from authserver.resource.dpop import DPoPVerifier, bound_jkt
+from authserver.resource.errors import (
+    AuthServerUnavailableError,
+    DPoPSchemeError,
+    InvalidDPoPProofError,
+    InvalidTokenError,
+)
 from authserver.resource.introspection import Introspector
 from authserver.resource.jwks import KEY_TYPES, JwksCache
 
@@ -66,6 +79,11 @@ class VerifiedToken:
 
     def has_scopes(self, *required: str) -> bool:
         return set(required) <= set(self.scopes)
+
+    @property
+    def jkt(self) -> str | None:
+        """The DPoP key thumbprint the token is bound to (``cnf.jkt``, RFC 9449 §6), or None."""
+        return bound_jkt(self.claims)
 
 
 class _NotLocallyDecidable(InvalidTokenError):
@@ -120,7 +138,11 @@ class BearerVerifier:
         client_id: str | None = None,
         client_secret: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        dpop: DPoPVerifier | None = None,
     ) -> None:
+        """``dpop``: how DPoP proofs are checked (algorithms, ``iat`` window, nonces); the defaults
+        unless given."""
+        self.dpop = dpop or DPoPVerifier()
         self.issuer = check_url(issuer, "issuer")
         self.resource = check_url(resource, "resource")
         bad = [a for a in algorithms if a not in ALLOWED_ALGORITHMS]
@@ -152,6 +174,28 @@ class BearerVerifier:
         return f"BearerVerifier(issuer={self.issuer!r}, resource={self.resource!r})"
 
     async def verify(self, token: str) -> VerifiedToken:
+        """A token presented with the ``Bearer`` scheme; a DPoP-bound one is refused (RFC 9449 §7.2)."""
+        verified = await self._verify_token(token)
+        if verified.jkt is not None:
+            raise DPoPSchemeError("this token is DPoP-bound: present it with the DPoP scheme and a proof")
+        return verified
+
+    async def verify_dpop(self, token: str, proof: str | None, *, method: str, url: str) -> VerifiedToken:
+        """A token presented with the ``DPoP`` scheme and the request's ``DPoP`` proof header.
+
+        ``url`` is the request's URI as clients address it (the public URL, scheme and host
+        included; query and fragment are ignored).
+        """
+        verified = await self._verify_token(token)
+        jkt = verified.jkt
+        if jkt is None:
+            raise DPoPSchemeError("this token is not DPoP-bound: present it with the Bearer scheme")
+        if proof is None:
+            raise InvalidDPoPProofError("a DPoP proof is required with a DPoP-bound token")
+        self.dpop.check(proof, method=method, url=url, access_token=token, jkt=jkt)
+        return verified
+
+    async def _verify_token(self, token: str) -> VerifiedToken:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise InvalidTokenError("token is malformed")
         if self._introspector is not None and self.introspection == "always":
