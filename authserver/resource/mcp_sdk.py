@@ -31,6 +31,11 @@ the verify step from ``BearerVerifier`` and reports the token's audience as
 
     app = server.streamable_http_app()  # MCP endpoint at /mcp; run with: uvicorn module:app
 
+The SDK reads ``Authorization: Bearer`` only, so a DPoP-bound token (RFC 9449) is refused
+here, as §7.2 requires of a bound token presented as a bearer token; to accept DPoP-bound
+tokens, put ``BearerAuthMiddleware`` (which verifies the ``DPoP`` scheme and its proof) in
+front of the SDK's app instead.
+
 The SDK can only turn a failed check into 401, so an unreachable authorization
 server (which ``BearerAuthMiddleware`` answers with 503) is logged and refused.
 """

@@ -18,6 +18,7 @@ from authserver.app import create_app
 from authserver.clients import repository as clients
 from authserver.db import Database
 from authserver.resource.dpop import StatelessNonces
+from authserver.settings import ConfigError, load_settings
 from tests.conftest import ISSUER, TEST_SECRET, make_settings
 from tests.oauth_helpers import RESOURCE, World, authorize_params, pkce_pair, query, run_flow, seed, sql
 from tests.security.dpop_helpers import TOKEN_URL, DPoPKey, hmac_proof, tampered, unsigned_proof
@@ -433,3 +434,13 @@ def test_cors_preflight_allows_the_dpop_header(client: TestClient) -> None:
                                                  "POST", "Access-Control-Request-Headers": "dpop"})
     assert "dpop" in response.headers["access-control-allow-headers"]
     assert TOKEN_URL.endswith("/token")
+
+
+@pytest.mark.parametrize(("variable", "value"), [("AUTHSERVER_DPOP_PROOF_MAX_AGE", "3600"),
+                                                 ("AUTHSERVER_DPOP_PROOF_MAX_AGE", "1"),
+                                                 ("AUTHSERVER_DPOP_CLOCK_SKEW", "600"),
+                                                 ("AUTHSERVER_DPOP_NONCE_SECONDS", "5")])
+def test_unsafe_dpop_windows_are_a_config_error(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
