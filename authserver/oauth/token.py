@@ -40,7 +40,7 @@ GRANTS: dict[str, Grant] = {
 
 def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
     async def token(request: Request) -> Response:
-        params = await read_client_request(request, registry)
+        params = await read_client_request(request, registry, services.assertions)
         grant_type = require(params, "grant_type")
         ip = request.client.host if request.client else None
         body: dict[str, Any] | None = None
