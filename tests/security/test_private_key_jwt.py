@@ -463,3 +463,17 @@ def test_cimd_document_declaring_private_key_jwt_is_accepted_and_usable(app: Any
                                             "client_assertion_type": JWT_BEARER,
                                             "client_assertion": key.assertion(client_id)})
         assert again.status_code == 200, again.text
+
+
+def test_an_assertion_nobody_checked_never_authenticates(db: Database) -> None:
+    """Fail closed: an endpoint that forgot ``ClientAssertions.prove`` cannot let an assertion through."""
+    from authserver.clients.models import Client
+    from authserver.errors import InvalidClient
+    from authserver.oauth.client_auth import Credentials, verify
+
+    client_id, _ = make_client(db, keys=jwks(Key("k1")))
+    with db.session() as s:
+        row = s.get(Client, client_id)
+        with pytest.raises(InvalidClient):
+            verify(row, Credentials(client_id, None, "private_key_jwt"))
+        assert verify(row, Credentials(client_id, None, "private_key_jwt", proven=True)) is row
