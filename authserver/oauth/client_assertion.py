@@ -126,7 +126,7 @@ class ClientAssertions:
         """Check the request's client assertion, if it has one, and mark the request proven."""
         if not presented(params):
             return
-        if conn.headers.get("authorization", "").lower().startswith("basic ") or params.get("client_secret"):
+        if conn.headers.get("authorization") or params.get("client_secret"):
             raise InvalidRequest("use one client authentication method, not several")
         client_id = unverified_client_id(params)
         ip = conn.client.host if conn.client else None

@@ -163,9 +163,11 @@ async def read_client_request(request: Request, registry: ClientRegistry,
     params = await read_form(request)
     reject_repeated(params)
     client_id = params.get("client_id")
-    if client_id is None and client_assertion.presented(params):
+    assertion = client_assertion.presented(params)  # the secret and public clients' path stays as it was
+    if client_id is None and assertion:
         client_id = client_assertion.unverified_client_id(params)
     if registry.is_document_url(client_id):
         await run_in_threadpool(registry.prefetch, client_id)
-    await assertions.prove(request, params, registry)
+    if assertion:
+        await assertions.prove(request, params, registry)
     return params

@@ -463,6 +463,12 @@ def test_cimd_document_declaring_private_key_jwt_is_accepted_and_usable(app: Any
                                             "client_assertion_type": JWT_BEARER,
                                             "client_assertion": key.assertion(client_id)})
         assert again.status_code == 200, again.text
+        # Being authenticated now, it may introspect its own token (a public document client may not).
+        info = client.post("/introspect", data={"token": again.json()["access_token"],
+                                                "client_assertion_type": JWT_BEARER,
+                                                "client_assertion": key.assertion(client_id)})
+        assert info.status_code == 200, info.text
+        assert info.json()["active"] is True and info.json()["client_id"] == client_id
 
 
 def test_an_assertion_nobody_checked_never_authenticates(db: Database) -> None:
