@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(interaction.router(services.cookies, registry), prefix=prefix)
     app.include_router(signin.router(services.cookies), prefix=prefix)
     app.include_router(account.router(services.cookies), prefix=prefix)
-    app.include_router(admin.router(services.cookies), prefix=prefix)
+    app.include_router(admin.router(services.cookies, parse_networks(settings.admin_allowed_ips)), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[f"{prefix}/register"])

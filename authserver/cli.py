@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -21,6 +21,7 @@ from authserver import migrate
 from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
+from authserver.clients.jwks import ALGORITHMS
 from authserver.db import Database, utcnow
 from authserver.errors import AppError
 from authserver.interaction import sessions
@@ -129,9 +130,30 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     # uvloop and httptools (uvicorn's fastest loop and parser, both dependencies) explicitly, so a
     # missing wheel fails loudly instead of falling back. The access log is off unless asked for:
     # it costs about 5 % of a token request, and the audit log records what matters.
+    shorthand = proxy_environment(args.proxy_headers, os.environ)
+    if shorthand:
+        os.environ.update(shorthand)
+        load_settings()  # a bad FORWARDED_ALLOW_IPS is one error line now, not one per worker
     uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=ctx.settings.log_level, proxy_headers=args.proxy_headers,
+                workers=args.workers, log_level=ctx.settings.log_level, proxy_headers=False,
                 server_header=False, loop="uvloop", http="httptools", access_log=args.access_log)
+
+
+def proxy_environment(proxy_headers: bool, environ: Mapping[str, str]) -> dict[str, str]:
+    """What ``serve`` adds to the environment so that ``AUTHSERVER_TRUSTED_PROXIES`` is the one rule
+    for whose ``X-Forwarded-For`` is believed (``net.client_address``, in every worker).
+
+    uvicorn's own proxy handling is always off: it would rewrite the client address before our
+    middleware sees it, under a different rule and a different setting. ``--proxy-headers`` stays
+    as a shorthand: when ``AUTHSERVER_TRUSTED_PROXIES`` is unset it trusts ``FORWARDED_ALLOW_IPS``
+    (uvicorn's variable, comma-separated; ``*`` is every address), else loopback.
+    """
+    if not proxy_headers or environ.get("AUTHSERVER_TRUSTED_PROXIES", "").strip():
+        return {}
+    allowed = [item.strip() for item in environ.get("FORWARDED_ALLOW_IPS", "").split(",") if item.strip()]
+    if "*" in allowed:
+        allowed = ["0.0.0.0/0", "::/0"]
+    return {"AUTHSERVER_TRUSTED_PROXIES": json.dumps(allowed or ["127.0.0.1", "::1"])}
 
 
 def _require_schema_apart(ctx: Context) -> None:
@@ -283,7 +305,26 @@ def _client_row(client: Any) -> dict[str, Any]:
         "scopes": client.scopes, "default_scopes": client.default_scopes, "resources": client.resources,
         "can_introspect": client.can_introspect, "disabled": client.disabled,
         "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
+        "jwks_uri": client.jwks_uri, "jwks_kids": [k.get("kid") for k in (client.jwks or {}).get("keys", [])],
+        "token_endpoint_auth_signing_alg": client.token_endpoint_auth_signing_alg,
+        "allowed_ips": client.allowed_ips,
     }
+
+
+def _read_jwks(path: str | None) -> dict[str, Any] | None:
+    """A JWK Set from a file (``-``: standard input); only the public keys belong in it."""
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        value = json.loads(text)
+    except OSError as exc:
+        raise AppError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise AppError(f"{path} is not JSON (a JWK Set: {{\"keys\": [...]}})") from None
+    if not isinstance(value, dict):
+        raise AppError(f"{path} is not a JWK Set")
+    return value
 
 
 def cmd_clients_create(ctx: Context, args: argparse.Namespace) -> None:
@@ -294,7 +335,9 @@ def cmd_clients_create(ctx: Context, args: argparse.Namespace) -> None:
         name=args.name, redirect_uris=args.redirect_uri or [], public=args.public, grant_types=grants,
         scopes=args.scope or [], resources=args.resource or [], default_scopes=args.default_scope,
         auth_method=args.auth_method, can_introspect=args.introspect,
-        dpop_bound_access_tokens=args.dpop_bound_access_tokens,
+        dpop_bound_access_tokens=args.dpop_bound_access_tokens, jwks=_read_jwks(args.jwks_file),
+        jwks_uri=args.jwks_uri, signing_alg=args.signing_alg, allowed_ips=args.allowed_ip or [],
+        allow_loopback_http=ctx.settings.cimd_allow_loopback_http,
     )
     with ctx.db.session() as session:
         created = clients.create_client(session, spec)
@@ -334,6 +377,29 @@ def cmd_clients_dpop(ctx: Context, args: argparse.Namespace) -> None:
                dpop_bound_access_tokens=required)
     ctx.out.emit({"client_id": args.client_id, "dpop_bound_access_tokens": required},
                  f"client {args.client_id}: DPoP {'required' if required else 'optional'} on token requests")
+
+
+def cmd_clients_set_keys(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    jwks = _read_jwks(args.jwks_file)
+    with ctx.db.session() as session:
+        client = clients.set_keys(session, args.client_id, jwks=jwks, jwks_uri=args.jwks_uri,
+                                  signing_alg=args.signing_alg,
+                                  allow_loopback_http=ctx.settings.cimd_allow_loopback_http)
+        record(session, "client.updated", actor=CLI_ACTOR, client_id=args.client_id, changed=["keys"],
+               jwks_uri=client.jwks_uri)
+        row = _client_row(client)
+    ctx.out.emit(row, f"keys of {args.client_id} replaced")
+
+
+def cmd_clients_set_allowed_ips(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        client = clients.set_allowed_ips(session, args.client_id, args.allowed_ip or [])
+        record(session, "client.updated", actor=CLI_ACTOR, client_id=args.client_id, changed=["allowed_ips"],
+               allowed_ips=client.allowed_ips)
+        row = _client_row(client)
+    ctx.out.emit(row, f"{args.client_id} may authenticate from: {' '.join(row['allowed_ips']) or 'anywhere'}")
 
 
 def cmd_clients_delete(ctx: Context, args: argparse.Namespace) -> None:
@@ -407,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--proxy-headers", action="store_true",
-                   help="trust X-Forwarded-* from a reverse proxy (for client IPs in the audit log)")
+                   help="shorthand: without AUTHSERVER_TRUSTED_PROXIES, believe X-Forwarded-For from the "
+                        "addresses in FORWARDED_ALLOW_IPS (default loopback)")
 
     us = group("users", "people who sign in")
     p = command(us, "create", cmd_users_create, "create a user")
@@ -442,7 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--redirect-uri", action="append", metavar="URI")
     p.add_argument("--public", action="store_true", help="no secret (token_endpoint_auth_method none)")
-    p.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "none"])
+    p.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-file", metavar="PATH", help="private_key_jwt: the client's public JWK Set (- for stdin)")
+    keys.add_argument("--jwks-uri", metavar="URI", help="private_key_jwt: https URL of the client's JWK Set")
+    p.add_argument("--signing-alg", choices=list(ALGORITHMS), help="private_key_jwt: the one algorithm accepted")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
+                   help="authenticate only from these addresses (default: anywhere)")
     p.add_argument("--grant-type", action="append", metavar="G",
                    choices=["authorization_code", "refresh_token", "client_credentials"])
     p.add_argument("--scope", action="append", metavar="S")
@@ -459,6 +532,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(cl, "dpop", cmd_clients_dpop, "require (on) or stop requiring (off) DPoP proofs from a client")
     p.add_argument("client_id")
     p.add_argument("state", choices=["on", "off"])
+    p = command(cl, "set-keys", cmd_clients_set_keys, "replace a private_key_jwt client's public keys")
+    p.add_argument("client_id")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--jwks-file", metavar="PATH", help="the client's public JWK Set (- for stdin)")
+    keys.add_argument("--jwks-uri", metavar="URI", help="https URL of the client's JWK Set")
+    p.add_argument("--signing-alg", choices=list(ALGORITHMS), help="the one algorithm accepted")
+    p = command(cl, "set-allowed-ips", cmd_clients_set_allowed_ips,
+                "replace the addresses a client may authenticate from (none given: anywhere)")
+    p.add_argument("client_id")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR")
     p = command(cl, "delete", cmd_clients_delete, "delete a client")
     p.add_argument("client_id")
 

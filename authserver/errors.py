@@ -36,7 +36,9 @@ class OAuthError(Exception):
 
     def __init__(self, description: str | None = None, *, detail: str | None = None,
                  error: str | None = None, status_code: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, audit: dict[str, Any] | None = None) -> None:
+        """``audit``: an audit event (``event`` and its fields) that ``oauth_error`` records when the
+        error is answered, in the audit buffer, since the failed request's transaction rolls back."""
         super().__init__(description or self.error)
         if error:
             self.error = error
@@ -45,6 +47,7 @@ class OAuthError(Exception):
         self.description = description
         self.detail = detail
         self.headers = headers or {}
+        self.audit = audit
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error}
@@ -173,6 +176,10 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
 def oauth_error(request: Request, exc: OAuthError) -> Response:
     """Where every OAuth error becomes a response (the app's handler and the hot lane's)."""
     log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
+    if exc.audit:
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.audit.record(**exc.audit, path=request.url.path)
     return oauth_error_response(exc)
 
 

@@ -15,6 +15,7 @@ from authserver.db import Database
 from authserver.interaction.cookies import Cookies
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
+from authserver.oauth.client_assertion import ClientAssertions
 from authserver.policy.cache import PolicyCache
 from authserver.readcache import ReadCache
 from authserver.settings import Settings
@@ -49,6 +50,8 @@ class Services:
     verdicts: ReadCache[AccessTokenInfo | None]
     # Audit events of work that writes nothing else (client_credentials), written in batches.
     audit: AuditBuffer
+    # private_key_jwt: checks client assertions, caches clients' jwks_uri keys.
+    assertions: ClientAssertions
 
     def clear_caches(self) -> None:
         self.clients.entries.clear()
@@ -62,11 +65,14 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     db = db or Database(settings.database_url)
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
     ttl = settings.cache_seconds
+    client_cache = ClientCache(db, ttl)
     services = Services(settings=settings, db=db, keys=keys, secret=secret,
                         grace_sealer=KeyEncryptor(secret, "refresh-grace"),
                         purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
-                        policy=PolicyCache(db, settings), clients=ClientCache(db, ttl),
+                        policy=PolicyCache(db, settings), clients=client_cache,
                         resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),
-                        audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds))
+                        audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds),
+                        assertions=ClientAssertions(db, settings.issuer, client_cache,
+                                                    allow_loopback_http=settings.cimd_allow_loopback_http))
     db.on_commit(INVALIDATING_TABLES, services.clear_caches)
     return services

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For is believed (CIDR blocks, e.g. ["10.0.0.0/8"]); empty: nobody's.
     # See net.client_address.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Addresses the console (/admin) answers (CIDR blocks); empty: any. Others get 403.
+    admin_allowed_ips: list[str] = Field(default_factory=list)
 
     @field_validator("issuer")
     @classmethod
@@ -130,7 +132,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r} (one of: {', '.join(LOG_LEVELS)})")
         return level
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "admin_allowed_ips")
     @classmethod
     def _trusted_proxies_are_networks(cls, value: list[str]) -> list[str]:
         from authserver.net import parse_networks

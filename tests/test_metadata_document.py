@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from authserver.clients.metadata_document import (
     ClientMetadata,
@@ -220,9 +222,16 @@ def test_private_key_jwt_and_refresh_token(server: DocumentServer) -> None:
     assert meta.jwks_uri == "https://app.example.com/jwks.json"
     assert meta.grant_types == ("authorization_code", "refresh_token")
 
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
     url = server.serve("/inline", good_document(token_endpoint_auth_method="private_key_jwt",
-                                                jwks={"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}))
-    assert fetcher().fetch(url).jwks == {"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}
+                                                jwks={"keys": [public]}))
+    assert fetcher().fetch(url).jwks == {"keys": [public]}
+
+    # Not a key at all, or a private one: refused.
+    for keys in ([{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}], [{**public, "d": "c2VjcmV0"}]):
+        url = server.serve("/bad-keys", good_document(token_endpoint_auth_method="private_key_jwt",
+                                                      jwks={"keys": keys}))
+        refused(fetcher(), url, "jwks")
 
 
 def test_max_age_is_respected(server: DocumentServer) -> None:

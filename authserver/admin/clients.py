@@ -15,6 +15,7 @@ page is not a redirect, since the secret must not travel through a URL or a cook
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from authserver.audit import queries as audit_queries
 from authserver.audit.queries import AuditFilter
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
+from authserver.clients.jwks import ALGORITHMS
 from authserver.clients.models import GRANT_TYPES, Client
 from authserver.clients.repository import ClientQuery, NewClient
 from authserver.db import utcnow
@@ -48,7 +50,7 @@ PAGE_SIZE = 50
 RECENT_EVENTS = 20
 KIND_LABELS = {"static": "pre-registered", "dynamic": "dynamically registered", "metadata": "metadata document"}
 STATE_LABELS = {"active": "active", "disabled": "disabled", "unused": "never used"}
-FORM_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+FORM_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 # Clean-up ages: how long a self-registered client must have existed, unused, to go.
 CLEANUP_AGES = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7),
                 "30d": timedelta(days=30), "90d": timedelta(days=90)}
@@ -88,34 +90,60 @@ class ClientFields:
     resources: list[str] = field(default_factory=list)
     can_introspect: bool = False
     dpop_bound_access_tokens: bool = False
+    # private_key_jwt: a JWK Set as JSON text, or its URL; the optional one algorithm.
+    jwks: str = ""
+    jwks_uri: str = ""
+    signing_alg: str = ""
+    allowed_ips: str = ""  # one CIDR block per line; empty: anywhere
 
     @classmethod
     def from_form(cls, form: Params, pairs: list[tuple[str, str]]) -> ClientFields:
         return cls(name=form.get("name", ""), redirect_uris=form.get("redirect_uris", ""),
                    grant_types=pages.values(pairs, "grant_type"), auth_method=form.get("auth_method", ""),
                    scopes=pages.values(pairs, "scope"), resources=pages.values(pairs, "resource"),
-                   can_introspect=form.get("can_introspect") == "on",
-                   dpop_bound_access_tokens=form.get("dpop_bound_access_tokens") == "on")
+                   can_introspect=form.get("can_introspect") == "on", jwks=form.get("jwks", ""),
+                   jwks_uri=form.get("jwks_uri", ""), signing_alg=form.get("signing_alg", ""),
+                   allowed_ips=form.get("allowed_ips", ""),
+                    dpop_bound_access_tokens=form.get("dpop_bound_access_tokens") == "on")
 
     @classmethod
     def of(cls, client: Client) -> ClientFields:
         return cls(name=client.name, redirect_uris="\n".join(client.redirect_uris),
                    grant_types=list(client.grant_types), auth_method=client.token_endpoint_auth_method,
                    scopes=list(client.scopes), resources=list(client.resources),
-                   can_introspect=client.can_introspect, dpop_bound_access_tokens=client.dpop_bound_access_tokens)
+                   can_introspect=client.can_introspect,
+                   jwks=json.dumps(client.jwks, indent=2) if client.jwks else "", jwks_uri=client.jwks_uri or "",
+                   signing_alg=client.token_endpoint_auth_signing_alg or "",
+                   allowed_ips="\n".join(client.allowed_ips or []),
+                    dpop_bound_access_tokens=client.dpop_bound_access_tokens)
 
-    def spec(self) -> NewClient:
+    def spec(self, *, allow_loopback_http: bool = False) -> NewClient:
         uris = [line.strip() for line in self.redirect_uris.splitlines() if line.strip()]
+        jwks: dict[str, Any] | None = None
+        if self.jwks.strip():
+            try:
+                jwks = json.loads(self.jwks)
+            except ValueError:
+                raise FieldError("jwks", "the JWK Set is not JSON") from None
+            if not isinstance(jwks, dict):
+                raise FieldError("jwks", "a JWK Set is a JSON object with a keys array")
         return NewClient(name=self.name, redirect_uris=uris, grant_types=self.grant_types,
                          auth_method=self.auth_method or None, scopes=self.scopes, resources=self.resources,
-                         can_introspect=self.can_introspect, dpop_bound_access_tokens=self.dpop_bound_access_tokens)
+                         can_introspect=self.can_introspect, jwks=jwks, jwks_uri=self.jwks_uri.strip() or None,
+                         signing_alg=self.signing_alg or None,
+                         allowed_ips=[line.strip() for line in self.allowed_ips.splitlines() if line.strip()],
+                         allow_loopback_http=allow_loopback_http,
+                          dpop_bound_access_tokens=self.dpop_bound_access_tokens)
 
 
 def _snapshot(client: Client) -> dict[str, Any]:
     return {"name": client.name, "redirect_uris": list(client.redirect_uris), "grant_types": list(client.grant_types),
             "token_endpoint_auth_method": client.token_endpoint_auth_method, "scopes": list(client.scopes),
             "resources": list(client.resources), "can_introspect": client.can_introspect,
-            "dpop_bound_access_tokens": client.dpop_bound_access_tokens}
+            "jwks": client.jwks, "jwks_uri": client.jwks_uri,
+            "token_endpoint_auth_signing_alg": client.token_endpoint_auth_signing_alg,
+            "allowed_ips": list(client.allowed_ips or []),
+             "dpop_bound_access_tokens": client.dpop_bound_access_tokens}
 
 
 def _form_page(request: Request, cookies: Cookies, session: Session, who: SignedIn, fields: ClientFields, *,
@@ -125,6 +153,7 @@ def _form_page(request: Request, cookies: Cookies, session: Session, who: Signed
         "scopes": catalog.list_scopes(session), "resources": catalog.list_resources(session),
         "grant_types": GRANT_TYPES if client is None or not client.self_registered else clients.SELF_REGISTERED_GRANTS,
         "auth_methods": FORM_AUTH_METHODS, "may_write": common.may_write(who), "kind_labels": KIND_LABELS,
+        "signing_algs": ALGORITHMS,
     }, who=who, status_code=400 if errors else 200)
 
 
@@ -193,10 +222,11 @@ def router(cookies: Cookies) -> APIRouter:
 
     def _create(request: Request, services: Services, form: Params, pairs: list[tuple[str, str]]) -> Response:
         fields = ClientFields.from_form(form, pairs)
+        loopback = services.settings.cimd_allow_loopback_http
         with services.db.session() as session:
             who = common.writer(session, request, cookies, form)
             try:
-                created = clients.create_client(session, fields.spec())
+                created = clients.create_client(session, fields.spec(allow_loopback_http=loopback))
             except FieldError as exc:
                 # Nothing was added: validation runs before any row is written.
                 return _form_page(request, cookies, session, who, fields, errors=exc.errors)
@@ -240,12 +270,13 @@ def router(cookies: Cookies) -> APIRouter:
     def _edit(request: Request, services: Services, client_id: str, form: Params,
               pairs: list[tuple[str, str]]) -> Response:
         fields = ClientFields.from_form(form, pairs)
+        loopback = services.settings.cimd_allow_loopback_http
         with services.db.session() as session:
             who = common.writer(session, request, cookies, form)
             client = _require(session, client_id)
             before = _snapshot(client)
             try:
-                updated = clients.update_client(session, client_id, fields.spec())
+                updated = clients.update_client(session, client_id, fields.spec(allow_loopback_http=loopback))
             except FieldError as exc:
                 # Validation runs before the client is changed, so there is nothing to undo.
                 return _form_page(request, cookies, session, who, fields, client=client, errors=exc.errors)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from authserver.clients.models import SELF_REGISTERED, Client, scopes_at
 from authserver.db import Database
+from authserver.net import Network
 from authserver.readcache import ReadCache
 
 
@@ -31,6 +33,11 @@ class ClientView:
     disabled: bool
     expires_at: datetime | None
     dpop_bound_access_tokens: bool = False
+    # private_key_jwt keys and the client's IP allow-list (empty: anywhere), see oauth.client_auth.
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    signing_alg: str | None = None
+    allowed_networks: tuple[Network, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -48,7 +55,8 @@ class ClientView:
         return cls(client.client_id, client.kind, client.secret_hash, client.token_endpoint_auth_method,
                    tuple(client.grant_types), tuple(client.scopes), tuple(client.resources),
                    tuple(client.default_scopes), client.can_introspect, client.disabled, client.expires_at,
-                   client.dpop_bound_access_tokens)
+                   client.dpop_bound_access_tokens,
+                   client.jwks, client.jwks_uri, client.token_endpoint_auth_signing_alg, client.allowed_networks)
 
 
 class ClientCache:

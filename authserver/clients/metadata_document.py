@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from authserver.clients.jwks import JwksError, check_public_jwks
 from authserver.errors import AppError
 from authserver.safehttp import FetchError, GuardedHTTP, Resolver, Target, address_allowed, parse_target
 from authserver.settings import is_loopback_host
@@ -328,6 +329,11 @@ class MetadataFetcher:
         jwks = doc.get("jwks")
         if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
             raise MetadataDocumentError("jwks must be a JSON Web Key Set object")
+        if jwks is not None and jwks_uri is None:
+            try:
+                check_public_jwks(jwks)  # public signing keys only, bounded (a private key here is leaked)
+            except JwksError as exc:
+                raise MetadataDocumentError(str(exc)) from None
         if jwks is not None and jwks_uri is not None:
             raise MetadataDocumentError("a client metadata document must not have both jwks and jwks_uri")
         if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:

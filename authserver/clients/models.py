@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, String
@@ -9,10 +10,17 @@ from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authserver.db import Base, utcnow
+from authserver.net import Network, parse_networks
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SELF_REGISTERED = ("dynamic", "metadata")
+
+
+@lru_cache(maxsize=4096)
+def networks_of(allowed_ips: tuple[str, ...]) -> tuple[Network, ...]:
+    """A client's stored allow-list as networks (validated when it was stored; parsed once per value)."""
+    return parse_networks(allowed_ips)
 
 
 def scopes_at(kind: str, client_scopes: Iterable[str], resource_scopes: Iterable[str]) -> set[str]:
@@ -50,6 +58,14 @@ class Client(Base):
     extra_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # private_key_jwt (RFC 7523 §2.2): the client's public keys, inline (a JWK Set) or at an https URL,
+    # and the one signing algorithm it registered (None: any of client_assertion.ALGORITHMS).
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048), default=None)
+    token_endpoint_auth_signing_alg: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Where it may authenticate from (CIDR blocks; empty: anywhere). An operator control, never
+    # settable by the client itself (see oauth.client_auth).
+    allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     # Dynamically registered clients that never complete a consent expire.
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     # Last token issued to it; written at most once a minute (tokens.issue.mark_used), so it is coarse.
@@ -58,6 +74,14 @@ class Client(Base):
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def allowed_networks(self) -> tuple[Network, ...]:
+        return networks_of(tuple(self.allowed_ips or ()))
+
+    @property
+    def signing_alg(self) -> str | None:
+        return self.token_endpoint_auth_signing_alg
 
     @property
     def self_registered(self) -> bool:

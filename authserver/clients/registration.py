@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
+from authserver.clients.jwks import JwksError, check_jwks_uri, check_public_jwks
 from authserver.clients.models import Client
 from authserver.errors import AppError, InvalidClientMetadata, InvalidRedirectUriMetadata
 from authserver.secrets import hash_secret, new_secret
@@ -30,7 +31,12 @@ class RegistrationRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     redirect_uris: list[str] = Field(min_length=1, max_length=10)
-    token_endpoint_auth_method: Literal["none", "client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    token_endpoint_auth_method: Literal["none", "client_secret_basic", "client_secret_post",
+                                        "private_key_jwt"] = "client_secret_basic"
+    # private_key_jwt (RFC 7591 §2): public keys inline or by https URL, never both.
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = Field(default=None, max_length=2048)
+    token_endpoint_auth_signing_alg: Literal["ES256", "EdDSA", "PS256", "RS256"] | None = None
     grant_types: list[str] = Field(default_factory=lambda: ["authorization_code"], max_length=5)
     response_types: list[str] = Field(default_factory=lambda: ["code"], max_length=5)
     application_type: Literal["web", "native"] | None = None
@@ -67,7 +73,8 @@ class RegistrationRequest(BaseModel):
         return value
 
 
-def parse(body: Any) -> RegistrationRequest:
+def parse(body: Any, *, allow_loopback_http: bool = False) -> RegistrationRequest:
+    """``allow_loopback_http``: accept an http ``jwks_uri`` on a loopback host (AUTHSERVER_CIMD_ALLOW_LOOPBACK_HTTP)."""
     if not isinstance(body, dict):
         raise InvalidClientMetadata("the registration request must be a JSON object")
     try:
@@ -94,7 +101,30 @@ def parse(body: Any) -> RegistrationRequest:
     unsupported = set(request.grant_types) - SELF_REGISTERED_GRANTS
     if unsupported or "authorization_code" not in request.grant_types:
         raise InvalidClientMetadata("grant_types must be authorization_code, optionally with refresh_token")
+    check_keys(request, allow_loopback_http=allow_loopback_http)
     return request
+
+
+def check_keys(request: RegistrationRequest, *, allow_loopback_http: bool) -> None:
+    """private_key_jwt needs exactly one of jwks (public keys only, bounded) and jwks_uri; other
+    methods need neither (we would never use them)."""
+    has_keys = request.jwks is not None or request.jwks_uri is not None
+    if request.token_endpoint_auth_method != "private_key_jwt":
+        if has_keys or request.token_endpoint_auth_signing_alg is not None:
+            raise InvalidClientMetadata("jwks, jwks_uri and token_endpoint_auth_signing_alg are only used with "
+                                        "token_endpoint_auth_method private_key_jwt")
+        return
+    if request.jwks is not None and request.jwks_uri is not None:
+        raise InvalidClientMetadata("use jwks or jwks_uri, not both (RFC 7591 §2)")
+    try:
+        if request.jwks is not None:
+            check_public_jwks(request.jwks)
+        elif request.jwks_uri is not None:
+            check_jwks_uri(request.jwks_uri, allow_loopback_http=allow_loopback_http)
+        else:
+            raise InvalidClientMetadata("private_key_jwt needs jwks or jwks_uri")
+    except JwksError as exc:
+        raise InvalidClientMetadata(str(exc)) from None
 
 
 def apply(client: Client, request: RegistrationRequest) -> None:
@@ -104,6 +134,9 @@ def apply(client: Client, request: RegistrationRequest) -> None:
     client.application_type = request.application_type or "web"
     client.dpop_bound_access_tokens = request.dpop_bound_access_tokens
     client.extra_metadata = {k: getattr(request, k) for k in INFORMATIONAL if getattr(request, k) is not None}
+    # An RFC 7592 update may rotate keys; the method itself never changes.
+    client.jwks, client.jwks_uri = request.jwks, request.jwks_uri
+    client.token_endpoint_auth_signing_alg = request.token_endpoint_auth_signing_alg
 
 
 def register(session: Session, request: RegistrationRequest, *, ttl: int,
@@ -114,7 +147,7 @@ def register(session: Session, request: RegistrationRequest, *, ttl: int,
                     token_endpoint_auth_method=request.token_endpoint_auth_method, scopes=[], resources=[],
                     default_scopes=[], created_at=now, expires_at=now + timedelta(seconds=ttl),
                     registration_token_hash=hash_secret(secrets["registration_access_token"]))
-    if request.token_endpoint_auth_method != "none":
+    if request.token_endpoint_auth_method.startswith("client_secret"):
         secrets["client_secret"] = new_secret(32)
         client.secret_hash = hash_secret(secrets["client_secret"])
     apply(client, request)
@@ -137,6 +170,10 @@ def describe(client: Client, registration_client_uri: str) -> dict[str, Any]:
         "registration_client_uri": registration_client_uri,
         **client.extra_metadata,
     }
-    if not client.is_public:
+    if client.secret_hash is not None:
         body["client_secret_expires_at"] = 0
+    for member, value in (("jwks", client.jwks), ("jwks_uri", client.jwks_uri),
+                          ("token_endpoint_auth_signing_alg", client.token_endpoint_auth_signing_alg)):
+        if value is not None:
+            body[member] = value
     return body

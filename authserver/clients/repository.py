@@ -12,15 +12,18 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
+from authserver.clients.jwks import ALGORITHMS, JwksError, check_jwks_uri, check_public_jwks
 from authserver.clients.models import AUTH_METHODS, GRANT_TYPES, Client
 from authserver.db import affected
 from authserver.errors import AppError, FieldError, NotFound
+from authserver.net import parse_networks
 from authserver.secrets import hash_secret, new_secret
 from authserver.tokens import refresh
 from authserver.tokens.models import RefreshToken
@@ -30,6 +33,7 @@ KINDS = ("static", "dynamic", "metadata")
 SELF_REGISTERED_KINDS = ("dynamic", "metadata")
 # What RFC 7591 registration lets a client ask for (clients.registration); an edit keeps to it.
 SELF_REGISTERED_GRANTS = ("authorization_code", "refresh_token")
+MAX_ALLOWED_IPS = 50
 
 
 
@@ -51,6 +55,14 @@ class NewClient:
     application_type: str | None = None
     # RFC 9449 §5.2: token requests without a DPoP proof are refused.
     dpop_bound_access_tokens: bool = False
+    # private_key_jwt: the public keys (exactly one of the two) and optionally the one algorithm.
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    signing_alg: str | None = None
+    # Where the client may authenticate from (CIDR blocks); empty: anywhere.
+    allowed_ips: list[str] = field(default_factory=list)
+    # AUTHSERVER_CIMD_ALLOW_LOOPBACK_HTTP: an http jwks_uri on a loopback host is accepted (tests).
+    allow_loopback_http: bool = False
 
 
 @dataclass
@@ -71,10 +83,18 @@ class _Valid:
     resources: list[str]
     default_scopes: list[str]
     application_type: str
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    signing_alg: str | None = None
+    allowed_ips: list[str] = field(default_factory=list)
 
     @property
     def public(self) -> bool:
         return self.auth_method == "none"
+
+    @property
+    def has_secret(self) -> bool:
+        return self.auth_method.startswith("client_secret")
 
 
 def _has_control(value: str) -> bool:
@@ -129,11 +149,40 @@ def _validate(session: Session, spec: NewClient, *, self_registered: bool = Fals
         defaults = [s for s in scopes if s in registered and not registered[s].write]  # least privilege
     elif not set(defaults) <= set(scopes):
         errors["default_scopes"] = "default scopes must be among the client's allowed scopes"
+    jwks, jwks_uri, signing_alg = _keys(spec, auth_method, errors)
+    allowed_ips: list[str] = []
+    try:
+        allowed_ips = [str(n) for n in parse_networks(spec.allowed_ips)]
+    except ValueError as exc:
+        errors["allowed_ips"] = str(exc)
+    if len(allowed_ips) > MAX_ALLOWED_IPS:
+        errors["allowed_ips"] = f"at most {MAX_ALLOWED_IPS} address blocks"
     if errors:
         raise FieldError(errors)
     application_type = spec.application_type or (
         "native" if redirect_uris and all(is_loopback_uri(u) for u in redirect_uris) else "web")
-    return _Valid(name, auth_method, grant_types, redirect_uris, scopes, resources, list(defaults), application_type)
+    return _Valid(name, auth_method, grant_types, redirect_uris, scopes, resources, list(defaults), application_type,
+                  jwks, jwks_uri, signing_alg, list(dict.fromkeys(allowed_ips)))
+
+
+def _keys(spec: NewClient, auth_method: str,
+          errors: dict[str, str]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """private_key_jwt's keys: exactly one of jwks (public keys only) and jwks_uri; none for other methods."""
+    if auth_method != "private_key_jwt":
+        return None, None, None
+    if spec.signing_alg and spec.signing_alg not in ALGORITHMS:
+        errors["signing_alg"] = f"unsupported signing algorithm {spec.signing_alg!r} (one of: {', '.join(ALGORITHMS)})"
+    if (spec.jwks is None) == (not spec.jwks_uri):
+        errors["jwks"] = "private_key_jwt needs the client's public keys: a JWK Set or a jwks_uri (one of the two)"
+        return None, None, None
+    try:
+        if spec.jwks is not None:
+            return check_public_jwks(spec.jwks), None, spec.signing_alg or None
+        return None, check_jwks_uri(spec.jwks_uri, allow_loopback_http=spec.allow_loopback_http), \
+            spec.signing_alg or None
+    except JwksError as exc:
+        errors["jwks"] = str(exc)
+        return None, None, None
 
 
 def create_client(session: Session, spec: NewClient) -> CreatedClient:
@@ -141,7 +190,7 @@ def create_client(session: Session, spec: NewClient) -> CreatedClient:
     client_id = spec.client_id or new_secret(16)
     if session.get(Client, client_id) is not None:
         raise FieldError({"client_id": f"client {client_id!r} already exists"})
-    secret = None if valid.public else new_secret(32)
+    secret = new_secret(32) if valid.has_secret else None
     client = Client(
         client_id=client_id, name=valid.name, kind=spec.kind,
         secret_hash=hash_secret(secret) if secret else None,
@@ -149,6 +198,8 @@ def create_client(session: Session, spec: NewClient) -> CreatedClient:
         redirect_uris=valid.redirect_uris, grant_types=valid.grant_types, scopes=valid.scopes,
         resources=valid.resources, default_scopes=valid.default_scopes, can_introspect=spec.can_introspect,
         verified=spec.verified, dpop_bound_access_tokens=spec.dpop_bound_access_tokens,
+        jwks=valid.jwks, jwks_uri=valid.jwks_uri,
+        token_endpoint_auth_signing_alg=valid.signing_alg, allowed_ips=valid.allowed_ips,
     )
     session.add(client)
     session.flush()
@@ -168,7 +219,7 @@ def update_client(session: Session, client_id: str, spec: NewClient) -> CreatedC
         raise AppError("a metadata-document client is defined by its document; it cannot be edited here")
     valid = _validate(session, spec, self_registered=client.self_registered)
     secret = None
-    if valid.public:
+    if not valid.has_secret:
         client.secret_hash = None
     elif client.secret_hash is None:
         secret = new_secret(32)
@@ -183,8 +234,41 @@ def update_client(session: Session, client_id: str, spec: NewClient) -> CreatedC
     client.default_scopes = valid.default_scopes
     client.can_introspect = spec.can_introspect
     client.dpop_bound_access_tokens = spec.dpop_bound_access_tokens
+    client.jwks, client.jwks_uri = valid.jwks, valid.jwks_uri
+    client.token_endpoint_auth_signing_alg = valid.signing_alg
+    client.allowed_ips = valid.allowed_ips
     session.flush()
     return CreatedClient(client, secret)
+
+
+def set_allowed_ips(session: Session, client_id: str, allowed_ips: list[str]) -> Client:
+    """Replace a client's IP allow-list (empty: anywhere); an operator control."""
+    client = require(session, client_id)
+    try:
+        networks = [str(n) for n in parse_networks(allowed_ips)]
+    except ValueError as exc:
+        raise FieldError("allowed_ips", str(exc)) from None
+    if len(networks) > MAX_ALLOWED_IPS:
+        raise FieldError("allowed_ips", f"at most {MAX_ALLOWED_IPS} address blocks")
+    client.allowed_ips = list(dict.fromkeys(networks))
+    return client
+
+
+def set_keys(session: Session, client_id: str, *, jwks: dict[str, Any] | None, jwks_uri: str | None,
+             signing_alg: str | None = None, allow_loopback_http: bool = False) -> Client:
+    """Replace a private_key_jwt client's keys (a rotation): a JWK Set or a jwks_uri."""
+    client = require(session, client_id)
+    if client.token_endpoint_auth_method != "private_key_jwt":
+        raise AppError("only a private_key_jwt client has keys; change its authentication method first")
+    if client.kind == "metadata":
+        raise AppError("a metadata-document client's keys come from its document")
+    errors: dict[str, str] = {}
+    spec = NewClient(name=client.name, jwks=jwks, jwks_uri=jwks_uri, signing_alg=signing_alg,
+                     allow_loopback_http=allow_loopback_http)
+    client.jwks, client.jwks_uri, client.token_endpoint_auth_signing_alg = _keys(spec, "private_key_jwt", errors)
+    if errors:
+        raise FieldError(errors)
+    return client
 
 
 def get(session: Session, client_id: str) -> Client | None:
@@ -300,6 +384,8 @@ def rotate_secret(session: Session, client_id: str) -> str:
     client = require(session, client_id)
     if client.is_public:
         raise AppError("a public client has no secret")
+    if client.secret_hash is None:
+        raise AppError("this client authenticates with its key (private_key_jwt), not a secret")
     secret = new_secret(32)
     client.secret_hash = hash_secret(secret)
     return secret

@@ -1,8 +1,15 @@
 """Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3).
 
 A client uses exactly one method, the one it registered: ``client_secret_basic``,
-``client_secret_post`` or ``none`` (public clients send only ``client_id``). Secrets are
-compared as SHA-256 digests in constant time.
+``client_secret_post``, ``private_key_jwt`` (a signed assertion, see ``client_assertion``) or
+``none`` (public clients send only ``client_id``). Secrets are compared as SHA-256 digests in
+constant time. A request presenting two methods at once is refused (``invalid_request``).
+
+A client with an IP allow-list (``allowed_ips``, set by the operator) is refused with
+``invalid_client`` from any other address, whatever its credentials, and the refusal is audited
+(``client_auth.refused``). The address is the connection's, or the one a trusted proxy forwarded
+(``AUTHSERVER_TRUSTED_PROXIES``, see ``net``). An empty list costs nothing: the check is one
+tuple test on the cached client view.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from authserver.clients.cache import ClientCache, ClientView
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.errors import InvalidClient, InvalidRequest
+from authserver.net import Network
+from authserver.oauth import client_assertion
 from authserver.oauth.params import Params, has_control_characters, read_form, reject_repeated
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.secrets import secret_matches
@@ -56,6 +65,9 @@ class Credentials:
     client_id: str
     secret: str | None
     method: str
+    ip: str | None = None
+    # private_key_jwt: whether ClientAssertions.prove checked this request's assertion.
+    proven: bool = False
 
     @property
     def challenge(self) -> dict[str, str]:
@@ -63,6 +75,13 @@ class Credentials:
 
 
 def credentials(request: Request, params: Params) -> Credentials:
+    ip = request.client.host if request.client else None
+    if client_assertion.presented(params):
+        if params.optional("client_secret") is not None or request.headers.get("authorization"):
+            raise InvalidRequest("use one client authentication method, not several")
+        client_id = client_assertion.unverified_client_id(params)
+        return Credentials(client_id, None, client_assertion.METHOD, ip,
+                           proven=client_assertion.proven_client(request) == client_id)
     basic = basic_credentials(request)
     body_id, body_secret = params.optional("client_id"), params.optional("client_secret")
     if basic and body_secret:
@@ -77,7 +96,7 @@ def credentials(request: Request, params: Params) -> Credentials:
         client_id, secret, method = body_id or "", None, "none"
     if not client_id:
         raise InvalidClient("client authentication is required")
-    return Credentials(client_id, secret, method)
+    return Credentials(client_id, secret, method, ip)
 
 
 class Registered(Protocol):
@@ -89,6 +108,8 @@ class Registered(Protocol):
     def token_endpoint_auth_method(self) -> str: ...
     @property
     def secret_hash(self) -> str | None: ...
+    @property
+    def allowed_networks(self) -> tuple[Network, ...]: ...
 
 
 C = TypeVar("C", bound=Registered)
@@ -100,10 +121,17 @@ def verify(client: C | None, given: Credentials) -> C:
     if client is None or client.disabled:
         raise InvalidClient("client authentication failed", detail=f"unknown client {given.client_id!r}",
                             headers=challenge)
+    if client.allowed_networks and not client_assertion.allowed_from(client.allowed_networks, given.ip):
+        raise InvalidClient("client authentication failed", headers=challenge,
+                            detail=f"{given.client_id!r} may not authenticate from {given.ip}",
+                            audit={"event": "client_auth.refused", "client_id": given.client_id, "ip": given.ip,
+                                   "reason": "address not allowed"})
     if client.token_endpoint_auth_method != given.method:
         raise InvalidClient("client authentication failed", headers=challenge,
                             detail=f"{given.client_id!r} registered {client.token_endpoint_auth_method}, "
                                    f"used {given.method}")
+    if given.method == client_assertion.METHOD and not given.proven:
+        raise InvalidClient("client authentication failed", detail="client assertion not checked")
     if given.secret is not None and not secret_matches(given.secret, client.secret_hash):
         raise InvalidClient("client authentication failed", detail="wrong client secret", headers=challenge)
     return client
@@ -127,12 +155,19 @@ async def authenticate_cached(cache: ClientCache, given: Credentials) -> ClientV
     return verify(client, given)
 
 
-async def read_client_request(request: Request, registry: ClientRegistry) -> Params:
-    """The form of a client-authenticated endpoint: single-valued parameters, and a metadata-document
-    client_id fetched now, before any database transaction is opened."""
+async def read_client_request(request: Request, registry: ClientRegistry,
+                              assertions: client_assertion.ClientAssertions) -> Params:
+    """The form of a client-authenticated endpoint: single-valued parameters, a metadata-document
+    client_id fetched now, and a client assertion checked now, before any database transaction is
+    opened (see ``client_assertion``)."""
     params = await read_form(request)
     reject_repeated(params)
     client_id = params.get("client_id")
+    assertion = client_assertion.presented(params)  # the secret and public clients' path stays as it was
+    if client_id is None and assertion:
+        client_id = client_assertion.unverified_client_id(params)
     if registry.is_document_url(client_id):
         await run_in_threadpool(registry.prefetch, client_id)
+    if assertion:
+        await assertions.prove(request, params, registry)
     return params

@@ -42,7 +42,7 @@ INACTIVE: dict[str, Any] = {"active": False}
 
 def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request], Awaitable[Response]]:
     async def introspect(request: Request) -> Response:
-        params = await read_client_request(request, registry)
+        params = await read_client_request(request, registry, services.assertions)
         given = credentials(request, params)
         if registry.is_document_url(given.client_id):
             # Metadata-document clients are public: refused below, after the usual lookup.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authserver.clients.jwks import ALGORITHMS
 from authserver.dpop import SIGNING_ALGORITHMS
 from authserver.settings import Settings
 
@@ -27,8 +28,9 @@ def discovery_paths(settings: Settings) -> list[str]:
 def build_metadata(settings: Settings, public_scopes: list[str], *, registration: bool = True) -> dict[str, Any]:
     """``registration``: whether the current policy accepts RFC 7591 registrations (not ``off``)."""
     e = settings.endpoint
-    auth_methods = ["client_secret_basic", "client_secret_post", "none"]
-    confidential_methods = ["client_secret_basic", "client_secret_post"]
+    auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+    confidential_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    signing_algs = list(ALGORITHMS)  # private_key_jwt assertions (asymmetric only)
     metadata = {
         "issuer": settings.issuer,
         "authorization_endpoint": e("/authorize"),
@@ -43,9 +45,12 @@ def build_metadata(settings: Settings, public_scopes: list[str], *, registration
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": signing_algs,
         # Public clients revoke their own tokens by client_id (RFC 7009 §2.1).
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": signing_algs,
         "introspection_endpoint_auth_methods_supported": confidential_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": signing_algs,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "resource_parameter_supported": True,

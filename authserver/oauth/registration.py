@@ -79,7 +79,7 @@ def router(services: Services) -> APIRouter:
             raise HTTPException(status_code=404)
         if mode == "token" and not await run_in_threadpool(initial_access_token_ok, bearer(request)):
             raise InvalidToken("an initial access token is required to register", headers=BEARER_CHALLENGE)
-        parsed = registration.parse(await read_json(request))
+        parsed = registration.parse(await read_json(request), allow_loopback_http=settings.cimd_allow_loopback_http)
         ip = request.client.host if request.client else None
 
         def work() -> dict[str, Any]:
@@ -118,7 +118,7 @@ def router(services: Services) -> APIRouter:
 
     @api.put("/register/{client_id}")
     async def update(client_id: str, request: Request) -> JSONResponse:
-        parsed = registration.parse(await read_json(request))
+        parsed = registration.parse(await read_json(request), allow_loopback_http=settings.cimd_allow_loopback_http)
         ip = request.client.host if request.client else None
 
         def work() -> dict[str, Any]:

@@ -65,6 +65,15 @@ class ClientRegistry:
             with contextlib.suppress(MetadataDocumentError):
                 self._fetcher.fetch(client_id)
 
+    def document(self, client_id: str) -> ClientMetadata | None:
+        """The prefetched document of a metadata-document client_id (cache only), None when unusable."""
+        if self._fetcher is None or not self.is_document_url(client_id):
+            return None
+        try:
+            return self._fetcher.fetch(client_id, network=False)
+        except MetadataDocumentError:
+            return None
+
     def find(self, session: Session, client_id: str) -> Client | None:
         """The usable client, None when unknown; raises ClientLookupError when a document is unacceptable
         (or was not prefetched)."""
@@ -87,9 +96,8 @@ class ClientRegistry:
 
 
 def _mirror(session: Session, document: ClientMetadata, ttl: int) -> Client:
-    if document.token_endpoint_auth_method != "none":
-        raise ClientLookupError("this server accepts metadata-document clients without client authentication "
-                                "(token_endpoint_auth_method none) only")
+    """The document as a clients row. A ``private_key_jwt`` document's keys are read from the document
+    itself when an assertion is checked (``client_assertion``); the row keeps them for the console."""
     client = clients.get(session, document.client_id)
     if client is None:
         # Like an RFC 7591 registration, the mirror expires unless a person consents to it.
@@ -100,6 +108,8 @@ def _mirror(session: Session, document: ClientMetadata, ttl: int) -> Client:
     elif client.kind != "metadata":
         raise ClientLookupError("this client_id is registered differently")
     client.name = document.client_name
+    client.token_endpoint_auth_method = document.token_endpoint_auth_method
+    client.jwks, client.jwks_uri = document.jwks, document.jwks_uri
     client.redirect_uris = list(document.redirect_uris)
     client.grant_types = list(document.grant_types)
     client.application_type = "native" if all(u.startswith("http://") for u in document.redirect_uris) else "web"

@@ -31,7 +31,7 @@ def router(registry: ClientRegistry) -> APIRouter:
 
     @api.post("/revoke")
     async def revoke(request: Request, services: ServicesDep) -> Response:
-        params = await read_client_request(request, registry)
+        params = await read_client_request(request, registry, services.assertions)
         ip = request.client.host if request.client else None
 
         def work() -> None:

@@ -47,7 +47,7 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
     proofs = dpop.TokenEndpointProofs(services.settings, services.db, services.secret)
 
     async def token(request: Request) -> Response:
-        params = await read_client_request(request, registry)
+        params = await read_client_request(request, registry, services.assertions)
         grant_type = require(params, "grant_type")
         proof = await proofs.check(request) if dpop.has_dpop_header(request) else None
         jkt = proof.jkt if proof is not None else None

@@ -1,7 +1,7 @@
 """DPoP (RFC 9449): per-client dpop_bound_access_tokens; key thumbprints on authorization
 requests, codes (dpop_jkt, §10) and refresh tokens (public clients' families, §5)
 
-Revision ID: 0005_dpop
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02 07:10:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0005_dpop'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
