@@ -64,7 +64,8 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     ttl = settings.cache_seconds
     services = Services(settings=settings, db=db, keys=keys, secret=secret,
                         grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                        purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
+                        purger=Purger(db, settings.refresh_reuse_grace, settings.purge_interval),
+                        cookies=Cookies(settings, secret),
                         policy=PolicyCache(db, settings), clients=ClientCache(db, ttl),
                         resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),
                         audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds))
