@@ -5,6 +5,7 @@ side by side.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -20,10 +21,11 @@ from starlette.types import ASGIApp
 from authserver.db import Database
 from authserver.errors import install_error_handlers
 from authserver.fastlane import AuthServer, HotRoutes
-from authserver.middleware import BodyLimit, PublicCORS, SecurityHeaders, TrustedProxies
+from authserver.middleware import BodyLimit, HeaderLimit, PublicCORS, RegistrationCORS, SecurityHeaders, TrustedProxies
 from authserver.net import parse_networks
 from authserver.services import build_services
 from authserver.settings import Settings, load_settings
+from authserver.tokens.purge import run_periodically
 from authserver.web import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +45,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         # Everything built so far lives as long as the process: move it out of the collector's
         # sight, so full collections under load scan only what requests allocate (shorter pauses).
         gc.freeze()
+        stop = asyncio.Event()
+        purging = asyncio.create_task(run_periodically(services.purger, settings.purge_interval, stop))
         try:
             yield
         finally:
+            stop.set()
+            await purging  # a purge in progress finishes; none starts
             # Batched audit events reach the database before the process goes.
             await run_in_threadpool(services.audit.close)
 
@@ -79,7 +85,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     hot_stack: ASGIApp = BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]), max_bytes=settings.max_body_bytes)
     if proxies:
         hot_stack = TrustedProxies(hot_stack, proxies)
-    app.use_hot_lane(hot, SecurityHeaders(hot_stack, hsts=settings.is_https))
+    app.use_hot_lane(hot, SecurityHeaders(HeaderLimit(hot_stack), hsts=settings.is_https))
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(tool_calls.router(registry), prefix=prefix)
     # Always mounted: it answers per the registration policy of the moment (see its docstring).
@@ -90,10 +96,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(admin.router(services.cookies, parse_networks(settings.admin_allowed_ips)), prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[f"{prefix}/register"])
+    app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[])
+    app.add_middleware(RegistrationCORS, prefix=f"{prefix}/register", origins=settings.registration_cors_origins)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if proxies:
         app.add_middleware(TrustedProxies, networks=proxies)
+    # Outside everything that reads headers (TrustedProxies included), inside the security headers.
+    app.add_middleware(HeaderLimit)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https)
     return app
 

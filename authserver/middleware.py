@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request body limits and security headers on every response."""
+"""Pure ASGI middleware: request header and body limits, CORS, and security headers on every response."""
 
 from __future__ import annotations
 
@@ -41,6 +41,44 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_COUNT = 100
+
+
+class HeaderLimit:
+    """Refuse requests whose headers total over ``max_bytes`` (names and values) or number over
+    ``max_count``, with 431 (RFC 6585 §5), before anything else reads them.
+
+    Our own rather than the server's: uvicorn's httptools parser (what ``authserver serve`` and the
+    Docker image run) has no header limit, and ``h11_max_incomplete_event_size`` applies to h11
+    only. The server has buffered the headers by the time we see them, so this bounds what the
+    application parses, logs and stores (a multi-megabyte ``User-Agent`` in every audit row), not
+    the socket read; a proxy in front should cap that too. 16 KB is eight times what browsers send
+    with a full cookie jar here; 100 headers is what h11 and Node allow.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES, max_count: int = MAX_HEADER_COUNT) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = scope.get("headers", [])
+            if len(headers) > self.max_count or sum(len(n) + len(v) for n, v in headers) > self.max_bytes:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                payload = json.dumps({"error": "invalid_request",
+                                      "error_description": "request headers too large"}).encode()
+                await send({"type": "http.response.start", "status": 431, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                    (b"cache-control", b"no-store"), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": payload})
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
@@ -135,6 +173,50 @@ class PublicCORS:
                 # RFC 9449 §8: a browser client must be able to read the nonce it is asked to use.
                 message["headers"] = [*existing, (b"access-control-allow-origin", b"*"),
                                       (b"access-control-expose-headers", b"DPoP-Nonce, WWW-Authenticate")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+class RegistrationCORS:
+    """CORS for dynamic registration (``/register``, ``/register/{id}``), for listed origins only.
+
+    Off unless AUTHSERVER_REGISTRATION_CORS_ORIGINS names origins: MCP clients are not browsers,
+    and a ``*`` here lets any web page register clients from its visitors' addresses (each
+    visitor's IP spends the registration limit, and the page reads the answer). A listed origin
+    gets its own origin echoed (with ``Vary: Origin``); any other gets no CORS headers at all, so
+    the browser withholds the response and refuses non-simple requests at preflight.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str, origins: list[str]) -> None:
+        self.app = app
+        self.path = prefix
+        self.origins = frozenset(o.encode("latin-1") for o in origins)
+
+    def _applies(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        origin = next((value for name, value in headers if name == b"origin"), None)
+        allowed = origin is not None and origin.lower() in self.origins
+        if scope["method"] == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in headers):
+            cors = [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+                    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+                    (b"access-control-allow-headers", b"authorization, content-type"),
+                    (b"access-control-max-age", b"600")] if allowed and origin is not None else [(b"vary", b"Origin")]
+            await send({"type": "http.response.start", "status": 204, "headers": cors})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                existing = [(n, v) for n, v in message.get("headers", []) if n != b"access-control-allow-origin"]
+                extra = [(b"access-control-allow-origin", origin)] if allowed and origin is not None else []
+                message["headers"] = [*existing, *extra, (b"vary", b"Origin")]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

@@ -68,7 +68,8 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     client_cache = ClientCache(db, ttl)
     services = Services(settings=settings, db=db, keys=keys, secret=secret,
                         grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                        purger=Purger(db, settings.refresh_reuse_grace), cookies=Cookies(settings, secret),
+                        purger=Purger(db, settings.refresh_reuse_grace, settings.purge_interval),
+                        cookies=Cookies(settings, secret),
                         policy=PolicyCache(db, settings), clients=client_cache,
                         resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),
                         audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds),

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=600, ge=30, le=86400)
     code_ttl: int = Field(default=60, ge=5, le=600)
     authorization_request_ttl: int = Field(default=600, ge=60, le=3600)
+    # Unfinished, unexpired authorization requests (see interaction.flow.start): per browser (beyond
+    # it the oldest is dropped, its tab then says "expired") and per client address (IPv4 address or
+    # IPv6 /64; beyond it /authorize answers 429). Counted in the shared database, so across nodes.
+    pending_requests_per_browser: int = Field(default=20, ge=1, le=1000)
+    pending_requests_per_ip: int = Field(default=200, ge=1)
+    # Every process deletes expired rows (codes, requests, sessions, tokens) about this often
+    # (seconds, ±50 % jitter), besides after token requests and `authserver db purge`.
+    purge_interval: float = Field(default=300.0, ge=1, le=86400)
     session_ttl: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
     refresh_idle_ttl: int = Field(default=14 * 86400, ge=60)
     refresh_absolute_ttl: int = Field(default=90 * 86400, ge=60)
@@ -99,6 +107,10 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     # Addresses the console (/admin) answers (CIDR blocks); empty: any. Others get 403.
     admin_allowed_ips: list[str] = Field(default_factory=list)
+    # Web origins (exactly "https://app.example", no path) whose pages may call /register
+    # cross-origin (CORS). Empty by default: MCP clients are not browsers, and open CORS would let
+    # any page register clients from its visitors' addresses.
+    registration_cors_origins: list[str] = Field(default_factory=list)
 
     @field_validator("issuer")
     @classmethod
@@ -138,6 +150,19 @@ class Settings(BaseSettings):
         from authserver.net import parse_networks
 
         return [str(network) for network in parse_networks(value)]
+
+    @field_validator("registration_cors_origins")
+    @classmethod
+    def _cors_origins_are_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            parts = urlsplit(origin.strip())
+            ok = parts.scheme in ("https", "http") and bool(parts.hostname) and not parts.username \
+                and parts.path == "" and not parts.query and not parts.fragment and origin.strip() != "*"
+            if not ok:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], e.g. https://app.example)")
+            origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return origins
 
     @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:

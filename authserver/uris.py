@@ -8,11 +8,24 @@ from urllib.parse import urlsplit, urlunsplit
 from authserver.errors import AppError
 from authserver.settings import is_loopback_host
 
+MAX_REDIRECT_URI_LENGTH = 2048
+
 
 def check_redirect_uri(uri: str) -> str:
-    """A redirect URI must be https, or http on a loopback host (RFC 8252 §7.3); no fragment."""
-    if not uri or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+    """A redirect URI must be https, or http on a loopback host (RFC 8252 §7.3); no fragment.
+
+    The one check behind registration (RFC 7591), metadata documents, the CLI and the console.
+    Refused besides: userinfo (``https://a@b/``: RFC 3986 §3.2.1 deprecates it, and a person reading
+    ``https://trusted.example@evil.example/`` sees the wrong host) and backslashes (browsers read
+    ``\\`` as ``/`` in http(s) URLs, Python's parser does not, so the two disagree on the host), lone
+    UTF-16 surrogates (not text: PostgreSQL refuses them) and URIs over 2048 characters.
+    """
+    if not uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
+        raise AppError("malformed redirect URI (empty or over 2048 characters)")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in uri):
         raise AppError(f"malformed redirect URI {uri!r}")
+    if "\\" in uri:
+        raise AppError(f"redirect URI {uri!r} must not contain a backslash")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a malformed port
@@ -20,11 +33,40 @@ def check_redirect_uri(uri: str) -> str:
         raise AppError(f"malformed redirect URI {uri!r}") from exc
     if parts.fragment or "#" in uri:
         raise AppError(f"redirect URI {uri!r} must not contain a fragment")
+    if "@" in parts.netloc:
+        raise AppError(f"redirect URI {uri!r} must not contain userinfo (user@host)")
     if parts.scheme == "https" and parts.hostname:
         return uri
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return uri
     raise AppError(f"redirect URI {uri!r} must be https, or http on a loopback host")
+
+
+def redirect_host(uri: str) -> str:
+    """What the consent page shows of a redirect URI: host and port only (never userinfo, path or query)."""
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port is not None else host
+
+
+def identifies_client(uri: str) -> bool:
+    """Whether delivering a code to ``uri`` proves who the client is (RFC 8252 §8.6).
+
+    An https redirect on a non-loopback host reaches only the party that controls that host. A
+    loopback redirect (http or https) reaches any program on the person's computer, so for a
+    public client it proves nothing: its ``client_id`` is only a name anyone can present.
+    """
+    try:
+        parts = urlsplit(uri)
+        hostname = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(hostname) and not is_loopback_host(hostname)
 
 
 def is_loopback_uri(uri: str) -> bool:

@@ -201,10 +201,12 @@ def test_unused_registrations_expire_and_consented_ones_stay(client: TestClient,
 
 def test_cors_preflight_on_public_endpoints_only(client: TestClient) -> None:
     headers = {"origin": "https://inspector.example", "access-control-request-method": "POST"}
-    for path in ("/token", "/register", "/.well-known/oauth-authorization-server", "/jwks.json"):
+    for path in ("/token", "/.well-known/oauth-authorization-server", "/jwks.json"):
         response = client.options(path, headers=headers)
         assert response.status_code == 204 and response.headers["access-control-allow-origin"] == "*"
-    assert "access-control-allow-origin" not in client.options("/authorize", headers=headers).headers
+    # /register is not cross-origin by default (tests/security/test_cross_origin_registration.py).
+    for path in ("/authorize", "/register"):
+        assert "access-control-allow-origin" not in client.options(path, headers=headers).headers
 
 
 def test_expiry_never_removes_a_client_holding_a_live_refresh_token(client: TestClient, db: Database) -> None:

@@ -35,6 +35,7 @@ from authserver.clients.jwks import JwksError, check_public_jwks
 from authserver.errors import AppError
 from authserver.safehttp import FetchError, GuardedHTTP, Resolver, Target, address_allowed, parse_target
 from authserver.settings import is_loopback_host
+from authserver.text import has_lone_surrogate
 from authserver.uris import check_redirect_uri
 
 __all__ = ["ClientMetadata", "HostPolicy", "MetadataDocumentError", "MetadataFetcher", "address_allowed",
@@ -279,6 +280,9 @@ class MetadataFetcher:
     def _validate(self, client_id: str, doc: Any, expires_at: float) -> ClientMetadata:
         if not isinstance(doc, dict):
             raise MetadataDocumentError("the client's metadata document must be a JSON object")
+        if has_lone_surrogate(doc):
+            raise MetadataDocumentError("the client's metadata document contains a lone UTF-16 surrogate "
+                                        "(not text)")
         # Simple string comparison (draft §4.1): anything looser lets one URL speak for another.
         if doc.get("client_id") != client_id:
             raise MetadataDocumentError("the metadata document's client_id does not match the URL it was fetched from")
@@ -293,8 +297,9 @@ class MetadataFetcher:
         if len(name) > MAX_CLIENT_NAME_LENGTH:
             raise MetadataDocumentError(f"client_name is longer than {MAX_CLIENT_NAME_LENGTH} characters")
         # The name is shown on the consent page; line breaks and control characters could fake its layout.
-        if any(unicodedata.category(ch) == "Cc" for ch in name):
-            raise MetadataDocumentError("client_name must not contain control characters")
+        # Formatting characters (Cf: bidirectional overrides, zero-width joiners) could disguise it.
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+            raise MetadataDocumentError("client_name must not contain control or formatting characters")
 
         redirect_uris = doc.get("redirect_uris")
         if not isinstance(redirect_uris, list) or not redirect_uris:
@@ -358,6 +363,8 @@ class MetadataFetcher:
         value = doc.get(member)
         if value is not None and not isinstance(value, str):
             raise MetadataDocumentError(f"{member} must be a string")
+        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+            raise MetadataDocumentError(f"{member} must not contain control or formatting characters")
         return value
 
     @staticmethod
@@ -380,6 +387,7 @@ class MetadataFetcher:
         except ValueError:
             parts = None
         ok = parts is not None and bool(parts.hostname) and not any(ch.isspace() for ch in value) and (
+            "@" not in parts.netloc and "\\" not in value) and (
             parts.scheme == "https"
             or (self.allow_loopback_http and parts.scheme == "http" and is_loopback_host(parts.hostname)))
         if not ok:

@@ -59,9 +59,10 @@ class RegistrationRequest(BaseModel):
     @classmethod
     def _no_control_characters(cls, value: Any) -> Any:
         # Shown on the consent page and stored as text: no NUL (PostgreSQL refuses it), no
-        # control or bidirectional-override characters (they can disguise a client's name).
+        # control or bidirectional-override characters (they can disguise a client's name), no lone
+        # surrogates (Cs: no text at all; PostgreSQL refuses them, SQLite would store them).
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+            if isinstance(text, str) and any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in text):
                 raise ValueError("must not contain control or formatting characters")
         return value
 
@@ -70,6 +71,9 @@ class RegistrationRequest(BaseModel):
     def _https_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("https://"):
             raise ValueError("must be an https URL")
+        # Shown as a link: no userinfo (``https://trusted@evil/``) and no backslash (read as ``/``).
+        if value is not None and ("@" in value.split("/", 3)[2] or "\\" in value):
+            raise ValueError("must be an https URL without userinfo or backslashes")
         return value
 
 

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from authserver.audit.log import record
@@ -22,23 +22,65 @@ from authserver.db import affected, utcnow
 from authserver.errors import ErrorPage, append_query
 from authserver.interaction import consents
 from authserver.interaction.models import AuthorizationRequest
+from authserver.net import address_group
 from authserver.oauth.authorize import AuthorizationParams
 from authserver.secrets import hash_secret, new_secret
 from authserver.settings import Settings
 from authserver.tokens import codes
+from authserver.uris import identifies_client
 from authserver.web.i18n import N_
 
 CREATED, AUTHENTICATED, DONE = "created", "authenticated", "done"
 
 
-def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: int) -> tuple[str, AuthorizationRequest]:
+TOO_MANY_PENDING = ErrorPage(
+    N_("Too many sign-ins in progress"),
+    N_("Too many sign-in requests were started from your network and not finished. Finish or close the ones "
+       "you have open, wait a few minutes, then go back to the application and try again."), status_code=429,
+    detail="pending authorization requests per address at the limit")
+
+
+@dataclass(frozen=True)
+class PendingLimits:
+    """Unfinished, unexpired requests allowed per browser and per address group (see ``start``)."""
+
+    per_browser: int
+    per_ip: int
+
+
+def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: int, *, ip: str | None = None,
+          limits: PendingLimits | None = None) -> tuple[str, AuthorizationRequest]:
+    """Store a new request. Each is stored before anyone signs in, so what one party can keep
+    pending is bounded, counted in the shared database (holds across nodes; two concurrent
+    requests may both pass a count at the limit, which overshoots by at most the concurrency):
+
+    * per browser: a person with many tabs keeps working, the oldest unfinished request is
+      dropped (that tab shows "expired" and is started again from the app);
+    * per address group (IPv4 address, IPv6 /64): a caller who drops the browser cookie to get a
+      fresh browser each time meets ``TOO_MANY_PENDING`` (429) instead.
+    """
     rid = new_secret(24)
     now = utcnow()
+    browser_hash = hash_secret(browser_id)
+    group = address_group(ip)
+    if limits is not None:
+        pending = (AuthorizationRequest.status != DONE) & (AuthorizationRequest.expires_at > now)
+        if group is not None:
+            count = session.scalar(select(func.count()).select_from(AuthorizationRequest).where(
+                AuthorizationRequest.ip_group == group, pending)) or 0
+            if count >= limits.per_ip:
+                raise TOO_MANY_PENDING
+        oldest_beyond = list(session.scalars(
+            select(AuthorizationRequest.id_hash).where(AuthorizationRequest.browser_hash == browser_hash, pending)
+            .order_by(AuthorizationRequest.created_at.desc(), AuthorizationRequest.id_hash)
+            .offset(limits.per_browser - 1)))
+        if oldest_beyond:
+            session.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id_hash.in_(oldest_beyond)))
     row = AuthorizationRequest(
         id_hash=hash_secret(rid), client_id=params.client.client_id, redirect_uri=params.redirect_uri,
         redirect_uri_given=params.redirect_uri_given, state=params.state, scopes=params.scopes,
         resource=params.resource.uri, code_challenge=params.code_challenge, dpop_jkt=params.dpop_jkt,
-        prompt=" ".join(sorted(params.prompt)) or None, browser_hash=hash_secret(browser_id),
+        prompt=" ".join(sorted(params.prompt)) or None, browser_hash=browser_hash, ip_group=group,
         created_at=now, expires_at=now + timedelta(seconds=ttl),
     )
     session.add(row)
@@ -85,16 +127,42 @@ class ConsentNeed:
     first: bool = False
     # The remembered "Stay connected" choice, used when no page is shown.
     stay_connected: bool = True
+    # The client cannot be told apart from an impersonator (``needs_confirmation``): even a fully
+    # remembered consent is only used after the person confirms, on a one-click page.
+    unidentified: bool = False
 
     @property
     def needed(self) -> bool:
+        return self.asks or self.unidentified
+
+    @property
+    def asks(self) -> bool:
+        """The full consent page is due (something to decide, not only to confirm)."""
         return bool(self.new) or self.forced or self.first
 
+    @property
+    def confirm_only(self) -> bool:
+        """Everything was allowed before; the person only confirms it is really this app."""
+        return self.unidentified and not self.asks
 
-def consent_need(session: Session, row: AuthorizationRequest) -> ConsentNeed:
+
+def needs_confirmation(client: Client, redirect_uri: str) -> bool:
+    """RFC 8252 §8.6: a public client whose code goes to a loopback redirect cannot be identified.
+
+    Any program on the person's computer can present its ``client_id`` with a port and PKCE pair
+    of its own, so remembered consent alone would hand that program the person's access silently.
+    A public client redirecting to an https host it controls is identified by that redirect (only
+    that host receives the code); a confidential client by its credentials. No custom-scheme
+    redirect is ever registered here (``uris.check_redirect_uri``); it would count as loopback.
+    """
+    return client.is_public and not identifies_client(redirect_uri)
+
+
+def consent_need(session: Session, row: AuthorizationRequest, client: Client | None = None) -> ConsentNeed:
     """``offline_access`` is no permission to list: it is the "Stay connected" choice, asked on
     every consent page of a client that may refresh and remembered with the consent."""
     assert row.user_id is not None
+    client = client or session.get(Client, row.client_id)
     remembered = consents.find(session, row.user_id, row.client_id, row.resource)
     before = {s for s in remembered.scopes if s != catalog.OFFLINE_ACCESS} if remembered else set()
     scopes = [s for s in row.scopes if s != catalog.OFFLINE_ACCESS]
@@ -102,7 +170,8 @@ def consent_need(session: Session, row: AuthorizationRequest) -> ConsentNeed:
                        already=[s for s in scopes if s in before],
                        forced="consent" in (row.prompt or "").split(),
                        first=not before,
-                       stay_connected=remembered.stay_connected if remembered else True)
+                       stay_connected=remembered.stay_connected if remembered else True,
+                       unidentified=client is None or needs_confirmation(client, row.redirect_uri))
 
 
 def finish_with_code(session: Session, settings: Settings, row: AuthorizationRequest, scopes: list[str],

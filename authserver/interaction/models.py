@@ -42,7 +42,10 @@ class AuthorizationRequest(Base):
     # RFC 9449 §10: the code will be bound to this DPoP key thumbprint.
     dpop_jkt: Mapped[str | None] = mapped_column(String(43), default=None)
     prompt: Mapped[str | None] = mapped_column(String(64), default=None)
-    browser_hash: Mapped[str] = mapped_column(String(64))
+    browser_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # The client address group (net.address_group) that started it: pending requests are bounded
+    # per browser and per address (interaction.flow.start).
+    ip_group: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     status: Mapped[str] = mapped_column(String(16), default="created")
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
     auth_time: Mapped[datetime | None] = mapped_column(default=None)

@@ -27,7 +27,7 @@ from authserver.oauth import authorize
 from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
 from authserver.services import Services
-from authserver.uris import is_loopback_uri
+from authserver.uris import is_loopback_uri, redirect_host
 from authserver.web.i18n import N_, gettext_for
 
 BAD_CSRF = ErrorPage(N_("Form expired"), N_("This form was not sent from this page, or it has expired. "
@@ -44,17 +44,40 @@ def local(request: Request, path: str) -> str:
     return f"{request.app.state.services.settings.issuer_path}{path}"
 
 
+def pending_limits(services: Services) -> flow.PendingLimits:
+    settings = services.settings
+    return flow.PendingLimits(settings.pending_requests_per_browser, settings.pending_requests_per_ip)
+
+
 def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=NO_STORE)
 
 
+TOO_LARGE = ErrorPage(N_("Invalid request"), N_("The request is too large."), status_code=414,
+                      detail="authorization request over authorize.MAX_UNPARSED_BYTES")
+
+
 async def authorization_params(request: Request) -> Params:
+    """The request's parameters and its size; one far too large to parse is an error page at once
+    (the size limits themselves are checked in ``authorize.validate``, which may redirect)."""
     if request.method == "POST":
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > authorize.MAX_UNPARSED_BYTES:
+            raise TOO_LARGE
+        size = len(await request.body())  # cached: the form parser reads it again
+        if size > authorize.MAX_UNPARSED_BYTES:
+            raise TOO_LARGE
         try:
-            return collect(await read_form_items(request))
+            params = collect(await read_form_items(request))
         except InvalidRequest:
             raise ErrorPage(N_("Invalid request"), N_("The request could not be read.")) from None
-    return collect(request.query_params.multi_items())
+    else:
+        size = len(request.scope.get("query_string", b""))
+        if size > authorize.MAX_UNPARSED_BYTES:
+            raise TOO_LARGE
+        params = collect(request.query_params.multi_items())
+    params.size = size
+    return params
 
 
 async def page_form(request: Request, max_fields: int = 20) -> list[tuple[str, object]]:
@@ -80,7 +103,8 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
                 location = _silent(session, services, validated, signed_in, browser_id, client_ip(request))
                 response = redirect(location)
             else:
-                rid, row = flow.start(session, validated, browser_id, services.settings.authorization_request_ttl)
+                rid, row = flow.start(session, validated, browser_id, services.settings.authorization_request_ttl,
+                                      ip=client_ip(request), limits=pending_limits(services))
                 if signed_in and "login" not in validated.prompt:
                     flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
                 response = redirect(local(request, f"/interaction/{rid}"))
@@ -98,6 +122,8 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
             if row.status == flow.CREATED:
                 return _login_page(request, cookies, session, rid, row)
             need = flow.consent_need(session, row)
+            if need.confirm_only:
+                return _confirm_page(request, services, cookies, session, rid, row, need)
             if need.needed:
                 return _consent_page(request, services, cookies, session, rid, row, need)
             location = flow.finish_with_code(session, services.settings, row, _silent_scopes(row, need),
@@ -185,9 +211,15 @@ def _silent(session: Any, services: Services, validated: authorize.Authorization
 
     if signed_in is None:
         raise fail("login_required", "the person is not signed in")
-    _, row = flow.start(session, validated, browser_id, settings.authorization_request_ttl)
+    # No pending limit: a prompt=none request is finished, or rolled back, in this transaction.
+    _, row = flow.start(session, validated, browser_id, settings.authorization_request_ttl, ip=ip)
     flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
     need = flow.consent_need(session, row)
+    if need.confirm_only:
+        # OIDC Core §3.1.2.6: consent_required (not interaction_required): what is missing is the
+        # person's consent to this very client instance, which only the confirmation page can give.
+        raise fail("consent_required", "this app cannot be identified (loopback redirect, RFC 8252 §8.6); "
+                   "the person must confirm it without prompt=none")
     if need.needed:
         raise fail("consent_required", "the person has not allowed this yet")
     return flow.finish_with_code(session, settings, row, _silent_scopes(row, need), ip,
@@ -218,8 +250,10 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
         decision = form.get("decision")
         approved_new = [s for s in need.new if s in set(ticked)]
         client = clients.require(session, row.client_id)
-        # "Stay connected" is the offline_access checkbox, offered to every client that may refresh.
-        stay = "refresh_token" in client.grant_types and OFFLINE_ACCESS in ticked
+        # "Stay connected" is the offline_access checkbox, offered to every client that may refresh;
+        # the confirmation page has none and keeps the remembered choice.
+        stay = "refresh_token" in client.grant_types and (
+            need.stay_connected if need.confirm_only else OFFLINE_ACCESS in ticked)
         if decision != "allow" or (not approved_new and need.new):
             record(session, "consent.denied", actor=str(row.user_id), client_id=row.client_id, ip=ip,
                    resource=row.resource, scopes=need.new)
@@ -231,7 +265,7 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
         granted = [s for s in row.scopes if s in allowed]
         record(session, "consent.granted", actor=str(row.user_id), client_id=row.client_id, ip=ip,
                resource=row.resource, scopes=granted, declined=[s for s in need.new if s not in approved_new],
-               stay_connected=stay)
+               stay_connected=stay, confirmed=need.confirm_only)
         # Finish before remembering: the conditional UPDATE makes a concurrent second click wait
         # here and then get the "expired" page, instead of racing on the consents row.
         location = flow.finish_with_code(session, settings, row, granted, ip, stay_connected=stay)
@@ -258,6 +292,24 @@ def _login_page(request: Request, cookies: Cookies, session: Any, rid: str, row:
     }, status_code=status_code, headers=NO_STORE)
 
 
+def _confirm_page(request: Request, services: Services, cookies: Cookies, session: Any, rid: str,
+                  row: AuthorizationRequest, need: flow.ConsentNeed) -> Response:
+    """RFC 8252 §8.6: a client we cannot identify, fully covered by remembered consent, still needs
+    one click. The page names the app and where the code goes (host and port of this request), and
+    posts to the consent endpoint like the consent page (same CSRF token, ``decision``)."""
+    client = clients.require(session, row.client_id)
+    resource = catalog.require_resource(session, row.resource)
+    view = flow.describe(session, client, resource, need)
+    browser_id = request.cookies.get(cookies.browser_name) or ""
+    signed_in = sessions.current(session, cookies.session_id(request))
+    return services_templates(request).TemplateResponse(request, "confirm.html", {
+        "action": local(request, f"/interaction/{rid}/consent"), "logout_action": local(request, "/logout"),
+        "csrf": cookies.csrf_token("consent", rid, browser_id), "view": view,
+        "redirect_host": redirect_host(row.redirect_uri), "username": signed_in[1].username if signed_in else "",
+        "logout_csrf": cookies.csrf_token("logout", cookies.session_id(request) or ""),
+    }, headers=NO_STORE)
+
+
 def _consent_page(request: Request, services: Services, cookies: Cookies, session: Any, rid: str,
                   row: AuthorizationRequest, need: flow.ConsentNeed) -> Response:
     client = clients.require(session, row.client_id)
@@ -265,11 +317,12 @@ def _consent_page(request: Request, services: Services, cookies: Cookies, sessio
     view = flow.describe(session, client, resource, need)
     browser_id = request.cookies.get(cookies.browser_name) or ""
     signed_in = sessions.current(session, cookies.session_id(request))
-    redirect_host = urlsplit(row.redirect_uri).netloc
+    # Host and port only: userinfo, path and query are the client's to choose and could mislead.
+    host = redirect_host(row.redirect_uri)
     return services_templates(request).TemplateResponse(request, "consent.html", {
         "action": local(request, f"/interaction/{rid}/consent"), "logout_action": local(request, "/logout"),
         "csrf": cookies.csrf_token("consent", rid, browser_id),
-        "view": view, "redirect_host": redirect_host, "loopback": is_loopback_uri(row.redirect_uri),
+        "view": view, "redirect_host": host, "loopback": is_loopback_uri(row.redirect_uri),
         "verified": client.verified, "published_by": urlsplit(client.client_id).netloc if client.kind == "metadata"
         else None, "username": signed_in[1].username if signed_in else "",
         "logout_csrf": cookies.csrf_token("logout", cookies.session_id(request) or ""),

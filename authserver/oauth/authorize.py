@@ -29,6 +29,38 @@ KNOWN_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 # An RFC 7638 SHA-256 thumbprint, base64url without padding.
 JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
+# Size limits of an authorization request. Each request is stored (interaction.flow) before anyone
+# has signed in, so an unbounded one is free storage for anonymous callers. Real values are far
+# smaller: state and nonce are opaque values clients make from 16-64 random bytes, scope is a few
+# names, URIs stay well under 2 KB (the columns' size).
+MAX_QUERY_BYTES = 8 * 1024
+# Beyond this the request is not even parsed for a redirect: an error page answers (URI Too Long).
+MAX_UNPARSED_BYTES = 32 * 1024
+MAX_PARAMETERS = 50
+MAX_PARAMETER_BYTES = {
+    "client_id": 2048, "redirect_uri": 2048, "resource": 2048, "state": 512, "nonce": 512, "scope": 1024,
+    "code_challenge": 128, "code_challenge_method": 16, "response_type": 32, "response_mode": 32, "prompt": 64,
+}
+# Any other parameter (unknown ones are ignored, RFC 6749 §3.1, but still bounded).
+MAX_OTHER_PARAMETER_BYTES = 512
+
+
+def parameter_too_long(name: str, value: str) -> bool:
+    return len(value.encode("utf-8", "surrogatepass")) > MAX_PARAMETER_BYTES.get(name, MAX_OTHER_PARAMETER_BYTES)
+
+
+def size_problem(params: Params) -> str | None:
+    """Why the request is too large to accept, or None (checked once client and redirect URI are known)."""
+    if params.size > MAX_QUERY_BYTES:
+        return f"the request is larger than {MAX_QUERY_BYTES} bytes"
+    if len(params) > MAX_PARAMETERS:
+        return f"the request has more than {MAX_PARAMETERS} parameters"
+    for name, value in params.items():
+        if parameter_too_long(name, value) or len(name) > 64:
+            limit = MAX_PARAMETER_BYTES.get(name, MAX_OTHER_PARAMETER_BYTES)
+            return f"parameter {name[:64]!r} is longer than {limit} bytes"
+    return None
+
 
 @dataclass(frozen=True)
 class AuthorizationParams:
@@ -74,6 +106,11 @@ def check_client_and_redirect(session: Session, registry: ClientRegistry, params
     client_id = params.optional("client_id")
     if client_id is None:
         raise ErrorPage(N_("Invalid request"), N_("The request names no application (client_id is missing)."))
+    for name in ("client_id", "redirect_uri"):
+        if parameter_too_long(name, params.get(name, "")):
+            # Before the client is known nothing is redirected (RFC 6749 §4.1.2.1).
+            raise ErrorPage(N_("Invalid request"), N_("The parameter %(name)s is too long."), params={"name": name},
+                            detail=f"{name} longer than {MAX_PARAMETER_BYTES[name]} bytes")
     try:
         client = registry.find(session, client_id)
     except ClientLookupError as exc:
@@ -100,10 +137,15 @@ def check_client_and_redirect(session: Session, registry: ClientRegistry, params
 def validate(session: Session, settings: Settings, registry: ClientRegistry, params: Params) -> AuthorizationParams:
     client, redirect_uri, given = check_client_and_redirect(session, registry, params)
     state = params.get("state")
+    too_large = size_problem(params)
+    if too_large and state is not None and parameter_too_long("state", state):
+        state = None  # not echoed: the answer would carry what we refused to take
 
     def fail(error: str, description: str) -> AuthorizationError:
         return AuthorizationError(error, description, redirect_uri=redirect_uri, state=state, issuer=settings.issuer)
 
+    if too_large:
+        raise fail("invalid_request", too_large)
     if "resource" in params.repeated:
         raise fail("invalid_target", "only one resource may be requested at a time")
     if params.repeated:

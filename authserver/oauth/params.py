@@ -26,6 +26,8 @@ class Params(dict[str, str]):
 
     repeated: tuple[str, ...] = ()
     malformed: bool = False
+    # The request's size as sent (the raw query string or form body), in bytes; 0 when unknown.
+    size: int = 0
 
     def optional(self, name: str) -> str | None:
         value = self.get(name)

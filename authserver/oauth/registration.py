@@ -36,6 +36,7 @@ from authserver.oauth.params import has_control_characters
 from authserver.policy import repository as policy
 from authserver.secrets import secret_matches
 from authserver.services import Services
+from authserver.text import has_lone_surrogate
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
@@ -49,9 +50,13 @@ async def read_json(request: Request) -> Any:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise InvalidClientMetadata("the request body must be application/json")
     try:
-        return json.loads(await request.body())
+        body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidClientMetadata("the request body is not valid JSON") from None
+    if has_lone_surrogate(body):
+        # Refused before anything is written (PostgreSQL would refuse it at insert, SQLite store it).
+        raise InvalidClientMetadata("the request body contains a lone UTF-16 surrogate (\\u-escape), which is not text")
+    return body
 
 
 def router(services: Services) -> APIRouter:

@@ -1,13 +1,17 @@
 """Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients,
 spent proof jti values.
 
-Run by ``authserver db purge`` and opportunistically after token requests, at most
-once per interval per process, after the response is sent (never blocking a request).
+Run by ``authserver db purge``, on a timer in every server process (``run_periodically``, started
+in the app's lifespan: rows that anonymous /authorize calls leave behind go even on a node that
+never sees a token request), and opportunistically after token requests, at most once per
+interval per process, after the response is sent (never blocking a request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import threading
 import time
 from datetime import datetime, timedelta
@@ -64,7 +68,12 @@ class Purger:
         return time.monotonic() - self._last >= self._interval
 
     def run_if_due(self) -> None:
-        if not self.due() or not self._lock.acquire(blocking=False):
+        if self.due():
+            self.run()
+
+    def run(self) -> None:
+        """Purge now, unless a purge is already running in this process."""
+        if not self._lock.acquire(blocking=False):
             return
         try:
             self._last = time.monotonic()
@@ -75,3 +84,20 @@ class Purger:
             log.exception("purge failed")
         finally:
             self._lock.release()
+
+
+async def run_periodically(purger: Purger, interval: float, stop: asyncio.Event) -> None:
+    """Purge about every ``interval`` seconds until ``stop`` is set.
+
+    Each wait is drawn from 0.5 to 1.5 times ``interval``, so nodes started together (a deployment) do not
+    all purge at the same moment; the purge itself runs in a worker thread, off the event loop.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval * random.uniform(0.5, 1.5))  # noqa: S311
+            return
+        except TimeoutError:
+            pass
+        await run_in_threadpool(purger.run)
