@@ -48,6 +48,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         finally:
             # Batched audit events reach the database before the process goes.
             await run_in_threadpool(services.audit.close)
+            await run_in_threadpool(services.token_rate.close)
+            services.limits.close()
 
     app = AuthServer(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
@@ -62,7 +64,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth.registry import ClientRegistry
     from authserver.web import signin
 
-    registry = ClientRegistry(settings, policy=services.policy)
+    registry = ClientRegistry(settings, policy=services.policy, limits=services.limits)
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path

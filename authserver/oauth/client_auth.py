@@ -134,5 +134,5 @@ async def read_client_request(request: Request, registry: ClientRegistry) -> Par
     reject_repeated(params)
     client_id = params.get("client_id")
     if registry.is_document_url(client_id):
-        await run_in_threadpool(registry.prefetch, client_id)
+        await run_in_threadpool(registry.prefetch, client_id, request.client.host if request.client else None)
     return params

@@ -1,5 +1,5 @@
 """Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients,
-spent proof jti values.
+spent proof jti values, expired limit counters.
 
 Run by ``authserver db purge`` and opportunistically after token requests, at most
 once per interval per process, after the response is sent (never blocking a request).
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from authserver.clients.models import Client
 from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
+from authserver.limits.database import purge as purge_limit_counters
 from authserver.replay import purge as purge_used_jtis
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
@@ -44,6 +45,7 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
             RefreshToken.client_id == Client.client_id, RefreshToken.revoked_at.is_(None),
             RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now)))),
         "used_jtis": purge_used_jtis(session, now),
+        "limit_counters": purge_limit_counters(session, now),
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(
