@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     signin_failure_window: int = Field(default=3600, ge=1, le=7 * 86400)
     signin_address_window: int = Field(default=900, ge=1, le=86400)
     signin_backoff_seconds: float = Field(default=30, ge=0.01, le=3600)
-    signin_lock_seconds: int = Field(default=900, ge=1, le=86400)
+    signin_lock_seconds: float = Field(default=900, ge=0.01, le=86400)
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"

@@ -80,6 +80,7 @@ class Gate:
     throttled_count: int = 0  # the how-manieth throttled attempt of that rule's key (for the audit)
     locked: bool = False  # this attempt took the account's longest wait: the lock engaged
     account_failures: int = 0
+    holds: list[str] = field(default_factory=list)  # the back-off holds this attempt took
 
 
 class Throttle:
@@ -127,6 +128,7 @@ class Throttle:
                 limits.reset(*held)
                 return self._refuse(rule, k[rule], max(1, int(delay)))
             held.append(k[rule] + ":hold")
+            gate.holds.append(k[rule] + ":hold")
             if rule == "account" and delay >= s.signin_lock_seconds:
                 gate.locked = True
         return gate
@@ -139,9 +141,13 @@ class Throttle:
         if ip:
             self.limits.hit(self._keys(username, ip)["address"], self.settings.signin_address_window)
 
-    def succeeded(self, username: str, ip: str | None) -> None:
-        pair = self._keys(username, ip)["pair"]
-        self.limits.reset(pair, pair + ":hold", pair + ":throttled")
+    def succeeded(self, username: str, ip: str | None, gate: Gate) -> None:
+        """The right password: this address's record for the username goes, and the attempt's own
+        place in the username's count, and any wait it started, are given back (it was no
+        failure). Failures from elsewhere stay."""
+        k = self._keys(username, ip)
+        self.limits.reset(k["pair"], k["pair"] + ":hold", k["pair"] + ":throttled", *gate.holds)
+        self.limits.hit(k["account"], self.settings.signin_failure_window, -1)
 
 
 @dataclass
@@ -195,7 +201,7 @@ def verify(attempt: Attempt, password: str) -> Attempt:
             attempt.new_hash = hash_password(password)
     if attempt.throttle is not None:
         if attempt.verified and attempt.user_id is not None:
-            attempt.throttle.succeeded(attempt.username, attempt.ip)
+            attempt.throttle.succeeded(attempt.username, attempt.ip, attempt.gate)
         else:
             attempt.throttle.failed(attempt.username, attempt.ip)
     return attempt
