@@ -46,6 +46,7 @@ class SharedRate:
         self.window = window
         self.sync_seconds = sync_seconds
         self._lock = threading.Lock()
+        self._syncing = threading.Lock()  # one sync at a time: a caller's sync waits for one under way
         self._pending: dict[str, int] = {}
         # key -> (the shared total learned at the last sync, monotonic time its window ends)
         self._known: dict[str, tuple[int, float]] = {}
@@ -75,6 +76,10 @@ class SharedRate:
 
     def sync(self) -> None:
         """Add the pending counts to the shared store and learn the totals (the thread calls it)."""
+        with self._syncing:
+            self._sync()
+
+    def _sync(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, {}
         failed: dict[str, int] = {}
