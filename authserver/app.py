@@ -54,6 +54,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             await purging  # a purge in progress finishes; none starts
             # Batched audit events reach the database before the process goes.
             await run_in_threadpool(services.audit.close)
+            await run_in_threadpool(services.token_rate.close)
+            services.limits.close()
 
     app = AuthServer(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
@@ -68,7 +70,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth.registry import ClientRegistry
     from authserver.web import signin
 
-    registry = ClientRegistry(settings, policy=services.policy)
+    registry = ClientRegistry(settings, policy=services.policy, limits=services.limits)
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
     # placed by RFC 8414 / OIDC rules in discovery.router.
     prefix = settings.issuer_path

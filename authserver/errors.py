@@ -119,6 +119,24 @@ class UseDPoPNonce(OAuthError):
         super().__init__(description, headers={"DPoP-Nonce": nonce})
 
 
+class RateLimited(OAuthError):
+    """An abuse limit was reached (``authserver.limits``): 429 with ``Retry-After`` (RFC 6585 §4).
+
+    OAuth defines no rate-limit error for JSON endpoints, so the body uses the closest registered
+    code, ``temporarily_unavailable`` (RFC 6749 §4.1.2.1: "unable to handle the request due to a
+    temporary overloading"): it tells a client to come back later, as the status and
+    ``Retry-After`` do, where ``invalid_request`` would tell it the request itself is wrong.
+    Like every OAuth error response here it carries ``Cache-Control: no-store``.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        super().__init__(description, headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
 class CommitThenRaise(Exception):
     """Raised by a grant whose failure changed state that must persist (a replayed code's
     revocations): the unit of work commits, then ``error`` is answered."""

@@ -6,6 +6,7 @@ from authserver.clients.models import Client
 from authserver.db import Base
 from authserver.interaction.models import AuthorizationRequest, Consent, LoginSession
 from authserver.keys.models import SigningKey
+from authserver.limits.models import LimitCounter
 from authserver.policy.models import InitialAccessToken, ServerSetting
 from authserver.replay import UsedJti
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
@@ -15,7 +16,7 @@ metadata = Base.metadata
 
 __all__ = [
     "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "InitialAccessToken",
-    "LoginSession",
+    "LimitCounter", "LoginSession",
     "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "ServerSetting", "SigningKey", "UsedJti", "User",
     "metadata",
 ]

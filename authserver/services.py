@@ -13,8 +13,11 @@ from authserver.catalog.cache import ResourceCache
 from authserver.clients.cache import ClientCache
 from authserver.db import Database
 from authserver.interaction.cookies import Cookies
+from authserver.interaction.signin import Throttle
 from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.ring import KeyRing
+from authserver.limits import Limiter, build_limiter
+from authserver.limits.shared import SharedRate
 from authserver.oauth.client_assertion import ClientAssertions
 from authserver.policy.cache import PolicyCache
 from authserver.readcache import ReadCache
@@ -52,6 +55,12 @@ class Services:
     audit: AuditBuffer
     # private_key_jwt: checks client assertions, caches clients' jwks_uri keys.
     assertions: ClientAssertions
+    # Abuse limits shared by every node (database, or Redis when configured; see limits), and the
+    # per-client token request rate counted locally and synchronised with them (limits.shared).
+    limits: Limiter
+    token_rate: SharedRate
+    # Sign-in throttling per typed username and address, per username, per address (interaction.signin).
+    signin_throttle: Throttle
 
     def clear_caches(self) -> None:
         self.clients.entries.clear()
@@ -66,6 +75,7 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     keys = KeyRing(db, KeyEncryptor(secret), settings.key_retention)
     ttl = settings.cache_seconds
     client_cache = ClientCache(db, ttl)
+    limits = build_limiter(settings, db)
     services = Services(settings=settings, db=db, keys=keys, secret=secret,
                         grace_sealer=KeyEncryptor(secret, "refresh-grace"),
                         purger=Purger(db, settings.refresh_reuse_grace, settings.purge_interval),
@@ -74,6 +84,10 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
                         resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),
                         audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds),
                         assertions=ClientAssertions(db, settings.issuer, client_cache,
-                                                    allow_loopback_http=settings.cimd_allow_loopback_http))
+                                                    allow_loopback_http=settings.cimd_allow_loopback_http),
+                        limits=limits, token_rate=SharedRate(limits, prefix="token:", limit=settings.token_rate_limit,
+                                                             window=settings.token_rate_window,
+                                                             sync_seconds=settings.limits_sync_seconds),
+                        signin_throttle=Throttle(limits, settings, secret))
     db.on_commit(INVALIDATING_TABLES, services.clear_caches)
     return services

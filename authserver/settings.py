@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     # token required) or off.
     registration: Literal["open", "token", "off"] = "open"
     registration_initial_access_token: str | None = Field(default=None, repr=False)
-    registration_rate_limit: int = Field(default=20, ge=0)  # per client IP per hour; 0 = unlimited
+    # Registrations per address (IPv6: per /64) per window; 0 = unlimited. See limits.
+    registration_rate_limit: int = Field(default=20, ge=0, le=100_000)
+    registration_rate_window: int = Field(default=3600, ge=1, le=86400)
     dynamic_client_ttl: int = Field(default=86400, ge=60)  # unused registrations expire
     # Client ID Metadata Documents (an https URL as client_id).
     cimd_enabled: bool = True
@@ -89,6 +91,29 @@ class Settings(BaseSettings):
     # argon2id computations (password checks and hashes) at once in this process; unset: one per
     # CPU it may use. Each holds 19 MiB; sign-ins beyond it wait, holding no database transaction.
     argon2_concurrency: int | None = Field(default=None, ge=1, le=64)
+    # Shared abuse limits (see authserver.limits): counted in the database every node shares, or in
+    # Redis when this is set (redis://host:6379/0, rediss://…, unix://…).
+    redis_url: str | None = Field(default=None, repr=False)
+    redis_prefix: str = Field(default="authserver:", min_length=1, max_length=64)
+    # Token requests per client per window (every grant); 0 = unlimited. Counted per process and
+    # added to the shared store every limits_sync_seconds (the overshoot bound is in limits.shared).
+    token_rate_limit: int = Field(default=1200, ge=0, le=1_000_000)
+    token_rate_window: int = Field(default=60, ge=1, le=3600)
+    limits_sync_seconds: float = Field(default=0.5, ge=0.05, le=5)
+    # Client ID Metadata Document fetches (cache misses) caused per address per window; 0 = unlimited.
+    cimd_fetch_rate_limit: int = Field(default=30, ge=0, le=100_000)
+    cimd_fetch_rate_window: int = Field(default=60, ge=1, le=3600)
+    # Sign-in throttling (interaction.signin): failures of one typed username from one address,
+    # and of one typed username from anywhere, before back-off; failures from one address before
+    # it is refused altogether; how long failures are remembered after the latest; the first wait
+    # (doubling with each further failure) and the longest (the lock).
+    signin_failure_limit: int = Field(default=5, ge=1, le=1000)
+    signin_account_failure_limit: int = Field(default=10, ge=1, le=1000)
+    signin_address_failure_limit: int = Field(default=100, ge=1, le=100_000)
+    signin_failure_window: int = Field(default=3600, ge=1, le=7 * 86400)
+    signin_address_window: int = Field(default=900, ge=1, le=86400)
+    signin_backoff_seconds: float = Field(default=30, ge=0.01, le=3600)
+    signin_lock_seconds: float = Field(default=900, ge=0.01, le=86400)
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"
@@ -136,6 +161,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_redis(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("not a Redis URL (e.g. redis://127.0.0.1:6379/0, rediss://…, unix:///path)")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level_is_known(cls, value: str) -> str:
@@ -170,6 +204,8 @@ class Settings(BaseSettings):
             raise ValueError("AUTHSERVER_CIMD_ALLOW_LOOPBACK_HTTP is a testing switch; refused with an https issuer")
         if self.registration == "token" and not self.registration_initial_access_token:
             raise ValueError("AUTHSERVER_REGISTRATION=token needs AUTHSERVER_REGISTRATION_INITIAL_ACCESS_TOKEN")
+        if self.signin_lock_seconds < self.signin_backoff_seconds:
+            raise ValueError("AUTHSERVER_SIGNIN_LOCK_SECONDS must be at least AUTHSERVER_SIGNIN_BACKOFF_SECONDS")
         return self
 
     @property

@@ -115,6 +115,11 @@ def _sign_in_failed(event: AuditEvent, detail: dict[str, Any], names: _Names) ->
                        {"ip": _ip(event)}, mark=FAILED)
 
 
+def _sign_in_paused(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    return ActivityRow(event.id, event.at, N_("Sign-in to your account was paused after %(count)s failed attempts"),
+                       {"count": str(detail.get("failures", "?"))}, mark=FAILED)
+
+
 def _signed_out(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
     return ActivityRow(event.id, event.at, N_("You signed out"), {})
 
@@ -175,6 +180,7 @@ def _reported_time(value: object) -> datetime | None:
 SENTENCES: dict[str, Callable[[AuditEvent, dict[str, Any], _Names], ActivityRow]] = {
     "login.succeeded": _signed_in,
     "login.failed": _sign_in_failed,
+    "login.locked": _sign_in_paused,
     "logout": _signed_out,
     "consent.granted": _allowed,
     "consent.denied": _refused,
@@ -183,3 +189,23 @@ SENTENCES: dict[str, Callable[[AuditEvent, dict[str, Any], _Names], ActivityRow]
     "password.change_failed": _password_change_failed,
     "tool.called": _tool_called,
 }
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Sign-in to the account was paused (``login.locked``, interaction.signin) at ``at``."""
+
+    at: datetime
+    failures: int
+
+
+def pause_before_this_sign_in(session: Session, user_id: uuid.UUID) -> Pause | None:
+    """The latest pause of sign-in to this account since the person's previous sign-in: what the
+    account page tells them once they are back (the notice goes with their next sign-in)."""
+    actor = str(user_id)
+    sign_ins = audit.by_actor(session, actor, ["login.succeeded"], limit=2)
+    locks = audit.by_actor(session, actor, ["login.locked"], limit=1)
+    if not locks or (len(sign_ins) == 2 and locks[0].id < sign_ins[1].id):
+        return None
+    failures = locks[0].detail.get("failures") if isinstance(locks[0].detail, dict) else None
+    return Pause(locks[0].at, failures if isinstance(failures, int) else 0)

@@ -38,7 +38,8 @@ def router(cookies: Cookies) -> APIRouter:
         with services.db.read_session() as session:
             who = pages.require_signed_in(session, request, cookies)
             apps = connected_apps.connected(session, who.user, utcnow())
-        return _render(request, cookies, who, "account/apps.html", section="apps", apps=apps)
+            pause = activity.pause_before_this_sign_in(session, who.user.id)
+        return _render(request, cookies, who, "account/apps.html", section="apps", apps=apps, pause=pause)
 
     @api.get("/account/disconnect")
     def confirm_disconnect(request: Request, services: ServicesDep, client_id: str = "",

@@ -11,7 +11,8 @@ to a URL chosen by an anonymous party, so the fetch is fenced in:
   stores them, the environment gives the defaults), matched case-insensitively with shell-style
   wildcards (``*.example.com``), checked before the cache answers so a new deny takes effect at once.
 * Fetch storms: results, failures included, are cached, and concurrent requests for one URL share
-  one fetch.
+  one fetch. A page making browsers (or a script) send us many different URLs is limited per
+  address in ``oauth.registry`` (AUTHSERVER_CIMD_FETCH_RATE_LIMIT fetches per window).
 
 ``allow_loopback_http`` is a development and testing switch: it permits ``http://`` on a loopback
 host and loopback addresses; it never permits private networks.
@@ -229,6 +230,13 @@ class MetadataFetcher:
             flight.entry = entry
             flight.done.set()
         return self._unwrap(entry)
+
+    def would_fetch(self, client_id: str) -> bool:
+        """Whether ``fetch`` would go to the network now (no fresh entry and no fetch under way)."""
+        with self._lock:
+            entry = self._cache.get(client_id)
+            fresh = entry is not None and entry.expires_at > time.time()
+            return not fresh and client_id not in self._flights
 
     def forget(self, client_id: str) -> None:
         """Drop a cached document or failure (e.g. after an operator fixed something)."""

@@ -95,7 +95,7 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
     def authorize_endpoint(request: Request, services: ServicesDep,
                            params: Annotated[Params, Depends(authorization_params)]) -> Response:
         browser_id, new_browser = cookies.browser_id(request)
-        registry.prefetch(params.get("client_id"))
+        registry.prefetch(params.get("client_id"), client_ip(request))
         with services.db.session() as session:
             validated = authorize.validate(session, services.settings, registry, params)
             signed_in = sessions.current(session, cookies.session_id(request))
@@ -167,7 +167,7 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
         flow.load(session, rid, browser_id)
         if not cookies.csrf_ok(form.get("csrf"), "login", rid, browser_id or ""):
             raise BAD_CSRF
-        attempt = signin.prepare(session, username, malformed=form.malformed, ip=ip)
+        attempt = signin.prepare(session, services.signin_throttle, username, malformed=form.malformed, ip=ip)
     signin.verify(attempt, password)  # argon2id with no transaction open (see interaction.signin)
     with services.db.session() as session:
         row = flow.load(session, rid, browser_id)

@@ -167,7 +167,7 @@ async def read_client_request(request: Request, registry: ClientRegistry,
     if client_id is None and assertion:
         client_id = client_assertion.unverified_client_id(params)
     if registry.is_document_url(client_id):
-        await run_in_threadpool(registry.prefetch, client_id)
+        await run_in_threadpool(registry.prefetch, client_id, request.client.host if request.client else None)
     if assertion:
         await assertions.prove(request, params, registry)
     return params

@@ -8,30 +8,30 @@ request (``services.policy``, at most a few seconds stale); with ``off``, ``POST
 answers 404 exactly like an unknown route, because the metadata then names no
 registration endpoint and a client has nothing to be told. Clients registered earlier keep
 their RFC 7592 configuration endpoint (their registration access token is their credential).
-Registrations are limited per client IP per hour, counted from the audit log so the limit
-holds across nodes.
+Registrations are limited per address (IPv6: per /64) per window (AUTHSERVER_REGISTRATION_RATE_LIMIT
+per AUTHSERVER_REGISTRATION_RATE_WINDOW seconds) on the shared limit counters (``authserver.limits``),
+so the limit holds across nodes. Every well-formed attempt counts, accepted or not by the database;
+one past the limit is answered 429 with ``Retry-After`` (``errors.RateLimited``).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from authserver.audit.log import record
-from authserver.audit.models import AuditEvent
 from authserver.clients import registration
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
-from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, OAuthError
+from authserver.errors import NO_STORE, InvalidClientMetadata, InvalidToken, RateLimited
+from authserver.net import address_group
 from authserver.oauth.params import has_control_characters
 from authserver.policy import repository as policy
 from authserver.secrets import secret_matches
@@ -88,16 +88,13 @@ def router(services: Services) -> APIRouter:
         ip = request.client.host if request.client else None
 
         def work() -> dict[str, Any]:
+            limit, group = settings.registration_rate_limit, address_group(ip)
+            if limit and group:
+                count = services.limits.hit(f"register:{group}", settings.registration_rate_window)
+                if count.count > limit:
+                    raise RateLimited("too many registrations from this address; try again later", count.retry_after)
             now = utcnow()
             with services.db.session() as session:
-                limit = settings.registration_rate_limit
-                if limit and ip:
-                    recent = session.scalar(select(func.count()).select_from(AuditEvent).where(
-                        AuditEvent.event == "client.registered", AuditEvent.ip == ip,
-                        AuditEvent.at > now - timedelta(hours=1)))
-                    if (recent or 0) >= limit:
-                        raise OAuthError("too many registrations from this address; try again later",
-                                         status_code=429, headers={"Retry-After": "3600"})
                 client, secrets = registration.register(session, parsed, ttl=settings.dynamic_client_ttl, now=now)
                 record(session, "client.registered", client_id=client.client_id, ip=ip, name=client.name,
                        redirect_uris=client.redirect_uris, software_id=parsed.software_id)

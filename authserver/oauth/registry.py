@@ -6,6 +6,12 @@ cached by its HTTP cache headers, see ``clients.metadata_document``) and mirrore
 the clients table as kind ``metadata`` so codes, consents and tokens can refer to it.
 Routes call ``prefetch`` before opening a database transaction, so no transaction ever
 waits on the network.
+
+Each address (IPv6: its /64) may cause AUTHSERVER_CIMD_FETCH_RATE_LIMIT fetches (cache misses)
+per AUTHSERVER_CIMD_FETCH_RATE_WINDOW seconds, counted on the shared limit counters so the limit
+holds across nodes: otherwise one page or script sending many URLs as ``client_id`` would make
+us fetch each of them. Past the limit nothing is fetched (and nothing cached: another address
+may still fetch that URL); the request is answered as for a document not available yet.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from authserver.clients.metadata_document import (
 )
 from authserver.clients.models import Client
 from authserver.db import utcnow
+from authserver.limits import Limiter
+from authserver.net import address_group
 from authserver.policy.cache import PolicyCache
 from authserver.settings import Settings
 
@@ -43,11 +51,14 @@ class ClientLookupError(Exception):
 
 class ClientRegistry:
     def __init__(self, settings: Settings | None = None, fetcher: MetadataFetcher | None = None,
-                 policy: PolicyCache | None = None) -> None:
+                 policy: PolicyCache | None = None, limits: Limiter | None = None) -> None:
         """``policy``: the operator's current host patterns for metadata documents (else the environment's)."""
         self._loopback = bool(settings and settings.cimd_allow_loopback_http)
         self._ttl = settings.dynamic_client_ttl if settings else 86400
         self._fetcher = fetcher
+        self._limits = limits
+        self._fetch_limit = settings.cimd_fetch_rate_limit if settings else 0
+        self._fetch_window = settings.cimd_fetch_rate_window if settings else 60
         if fetcher is None and settings is not None and settings.cimd_enabled:
             hosts: Callable[[], HostPolicy] | None = (lambda: policy.current().hosts) if policy is not None else None
             self._fetcher = MetadataFetcher(allow_loopback_http=self._loopback,
@@ -58,12 +69,22 @@ class ClientRegistry:
         return bool(self._fetcher and client_id
                     and is_metadata_document_url(client_id, allow_loopback_http=self._loopback))
 
-    def prefetch(self, client_id: str | None) -> None:
-        """Warm the document cache outside any transaction; errors surface later in ``find``."""
-        if self._fetcher is not None and client_id and self.is_document_url(client_id):
-            # A failure is cached too; find() raises it with its public reason.
-            with contextlib.suppress(MetadataDocumentError):
-                self._fetcher.fetch(client_id)
+    def prefetch(self, client_id: str | None, ip: str | None = None) -> bool:
+        """Warm the document cache outside any transaction; errors surface later in ``find``.
+        False when this address has caused its share of fetches (nothing was fetched)."""
+        if self._fetcher is None or not client_id or not self.is_document_url(client_id):
+            return True
+        group = address_group(ip)
+        if self._limits is not None and self._fetch_limit and group and self._fetcher.would_fetch(client_id):
+            count = self._limits.hit(f"cimd:{group}", self._fetch_window)
+            if count.count > self._fetch_limit:
+                log.info("client metadata document %s not fetched: %s caused %d fetches", client_id, group,
+                         count.count)
+                return False
+        # A failure is cached too; find() raises it with its public reason.
+        with contextlib.suppress(MetadataDocumentError):
+            self._fetcher.fetch(client_id)
+        return True
 
     def document(self, client_id: str) -> ClientMetadata | None:
         """The prefetched document of a metadata-document client_id (cache only), None when unusable."""

@@ -2,6 +2,12 @@
 
 Every answer, success or error, carries ``Cache-Control: no-store``.
 
+Each authenticated client may make AUTHSERVER_TOKEN_RATE_LIMIT requests per
+AUTHSERVER_TOKEN_RATE_WINDOW seconds (every grant); past it, 429 ``temporarily_unavailable`` with
+``Retry-After`` (``errors.RateLimited``). Counted after client authentication, so only real
+clients have counters, and in memory synchronised with the other nodes in batches
+(``limits.shared``): no store round trip per request, the overshoot bound stated there.
+
 ``client_credentials`` is served on the event loop from the hot-path caches (see its module).
 Refresh rotation authenticates the client from the same cache and does its one read and one
 write in the threadpool (``refresh_token.rotate``); what it leaves undecided, the code exchange
@@ -25,7 +31,14 @@ from starlette.responses import Response
 
 from authserver import dpop
 from authserver.clients.models import Client
-from authserver.errors import NO_STORE, CommitThenRaise, OAuthError, UnauthorizedClient, UnsupportedGrantType
+from authserver.errors import (
+    NO_STORE,
+    CommitThenRaise,
+    OAuthError,
+    RateLimited,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
 from authserver.oauth.client_auth import authenticate_cached, authenticate_client, credentials, read_client_request
 from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
 from authserver.oauth.params import Params, require
@@ -56,6 +69,7 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         given = credentials(request, params) if grant_type in (CLIENT_CREDENTIALS, REFRESH_TOKEN) else None
         if given is not None and not registry.is_document_url(given.client_id):
             client = await authenticate_cached(services.clients, given)
+            admit(services, client.client_id)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
             dpop.require_proof_if_needed(services.settings, client, proof)
@@ -72,6 +86,12 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
     return token
 
 
+def admit(services: Services, client_id: str) -> None:
+    wait = services.token_rate.admit(client_id)
+    if wait is not None:
+        raise RateLimited("too many token requests for this client; try again later", wait)
+
+
 def _handle(services: Services, registry: ClientRegistry, request: Request, params: Params, grant_type: str,
             ip: str | None, proof: dpop.Proof | None) -> dict[str, Any]:
     handler = GRANTS.get(grant_type)
@@ -80,6 +100,7 @@ def _handle(services: Services, registry: ClientRegistry, request: Request, para
     deferred: list[OAuthError] = []
     with services.db.session() as session:
         client = authenticate_client(session, registry, request, params)
+        admit(services, client.client_id)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         if handler is None:

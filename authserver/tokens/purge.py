@@ -1,5 +1,5 @@
 """Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients,
-spent proof jti values.
+spent proof jti values, expired limit counters.
 
 Run by ``authserver db purge``, on a timer in every server process (``run_periodically``, started
 in the app's lifespan: rows that anonymous /authorize calls leave behind go even on a node that
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from authserver.clients.models import Client
 from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
+from authserver.limits.database import purge as purge_limit_counters
 from authserver.replay import purge as purge_used_jtis
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
@@ -48,6 +49,7 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
             RefreshToken.client_id == Client.client_id, RefreshToken.revoked_at.is_(None),
             RefreshToken.rotated_at.is_(None), RefreshToken.expires_at > now)))),
         "used_jtis": purge_used_jtis(session, now),
+        "limit_counters": purge_limit_counters(session, now),
     }
     # The sealed successor response is only needed during the race grace window.
     session.execute(update(RefreshToken).where(

@@ -72,7 +72,7 @@ def _sign_in(request: Request, services: Services, cookies: Cookies, form: Param
     username, password = form.get("username", ""), form.get("password", "")
     ip = request.client.host if request.client else None
     with services.db.read_session() as session:
-        attempt = signin.prepare(session, username, malformed=form.malformed, ip=ip)
+        attempt = signin.prepare(session, services.signin_throttle, username, malformed=form.malformed, ip=ip)
     signin.verify(attempt, password)  # argon2id with no transaction open (see interaction.signin)
     with services.db.session() as session:
         user, error = signin.conclude(session, attempt)
