@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from authserver.errors import AppError
 from authserver.settings import is_loopback_host
 
 MAX_REDIRECT_URI_LENGTH = 2048
+# RFC 3986 §2: unreserved, reserved and "%" (percent-encoding); nothing else appears in a URI.
+URI_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -82,9 +85,15 @@ def is_loopback_uri(uri: str) -> bool:
 def canonical_resource_uri(uri: str) -> str:
     """RFC 8707 §2: an absolute URI without fragment; scheme and host lower-cased.
 
+    Only the characters a URI may hold (RFC 3986 §2: no space, backslash, control or non-ASCII
+    character): ``urlsplit`` silently drops tabs and newlines, which would make two strings one
+    resource, and a backslash is a path separator to some parsers and not to others.
     Memoised: every token request names the same few resources (an error is not cached)."""
+    uri = uri.strip()
+    if not URI_CHARACTERS.fullmatch(uri):
+        raise AppError(f"malformed resource URI {uri!r}")
     try:
-        parts = urlsplit(uri.strip())
+        parts = urlsplit(uri)
         port = parts.port
     except ValueError as exc:
         raise AppError(f"malformed resource URI {uri!r}") from exc

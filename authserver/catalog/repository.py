@@ -13,7 +13,7 @@ from authserver.errors import AppError, FieldError, NotFound
 from authserver.uris import canonical_resource_uri
 
 # RFC 6749 §3.3 allows more; we keep names readable and safe in every context.
-SCOPE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")
+SCOPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")  # fullmatch: `$` allows a final newline
 
 # Not a resource permission: asks for a refresh token (OpenID Connect §11, used by MCP).
 OFFLINE_ACCESS = "offline_access"
@@ -21,7 +21,7 @@ OFFLINE_ACCESS = "offline_access"
 
 def create_scope(session: Session, name: str, description: str, *, write: bool = False,
                  public: bool = True) -> Scope:
-    if not SCOPE_NAME_RE.match(name) or name == OFFLINE_ACCESS:
+    if not SCOPE_NAME_RE.fullmatch(name) or name == OFFLINE_ACCESS:
         raise FieldError("name", f"invalid scope name {name!r}: letters, digits and _ . : / - (up to 100), "
                                  f"not {OFFLINE_ACCESS}")
     if not description.strip():

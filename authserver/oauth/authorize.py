@@ -18,7 +18,7 @@ from authserver.catalog.models import Resource
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.models import Client
 from authserver.errors import AppError, AuthorizationError, ErrorPage
-from authserver.oauth.params import Params
+from authserver.oauth.params import Params, scope_tokens
 from authserver.oauth.pkce import challenge_problem
 from authserver.oauth.registry import ClientLookupError, ClientRegistry
 from authserver.settings import Settings
@@ -217,7 +217,7 @@ def resolve_scopes(session: Session, client: Client, resource: Resource, request
         if not names:
             raise _Rejected("invalid_scope", "no scope requested and the client has no default scope here")
         return names
-    names = list(dict.fromkeys(requested.split()))
+    names = scope_tokens(requested)
     wants_offline = OFFLINE_ACCESS in names
     names = [n for n in names if n != OFFLINE_ACCESS]
     allowed_here = client.scopes_at(resource.scopes)

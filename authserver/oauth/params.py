@@ -128,3 +128,14 @@ def resource_param(given: str) -> str:
         return canonical_resource_uri(given)
     except AppError:
         raise InvalidTarget("resource must be an absolute URI without a fragment") from None
+
+
+def scope_tokens(value: str) -> list[str]:
+    """RFC 6749 §3.3: the scope-tokens of a ``scope`` value, each once, in order.
+
+    Only SP separates them (runs of SP are tolerated): ``str.split()`` would also split on
+    no-break and ideographic spaces, turning one invalid token into several valid ones. A token
+    outside the scope-token grammar is kept as it is; it names no registered scope, so the caller
+    refuses it with ``invalid_scope``.
+    """
+    return list(dict.fromkeys(token for token in value.split(" ") if token))

@@ -8,8 +8,9 @@ import hmac
 import re
 
 # RFC 7636 §4.1: 43-128 characters from the unreserved set. S256 output is exactly 43.
-VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-CHALLENGE_RE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+# Matched with fullmatch: a pattern's `$` would also accept a final newline.
+VERIFIER_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+CHALLENGE_RE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
 
 def challenge_problem(challenge: str | None, method: str | None) -> str | None:
@@ -19,7 +20,7 @@ def challenge_problem(challenge: str | None, method: str | None) -> str | None:
     if method != "S256":
         # A missing method means `plain` (RFC 7636 §4.3).
         return "code_challenge_method must be S256"
-    if not CHALLENGE_RE.match(challenge):
+    if not CHALLENGE_RE.fullmatch(challenge):
         return "code_challenge is not a valid S256 challenge"
     return None
 
@@ -32,6 +33,6 @@ def create_s256_code_challenge(verifier: str) -> str:
 
 
 def verifier_matches(verifier: str | None, challenge: str) -> bool:
-    if not verifier or not VERIFIER_RE.match(verifier):
+    if not verifier or not VERIFIER_RE.fullmatch(verifier):
         return False
     return hmac.compare_digest(create_s256_code_challenge(verifier), challenge)

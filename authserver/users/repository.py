@@ -22,13 +22,13 @@ from authserver.interaction import sessions
 from authserver.users.models import ROLES, User
 from authserver.users.passwords import hash_password, needs_rehash, verify_password
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}")  # fullmatch: `$` allows a final newline
 MIN_PASSWORD_LENGTH = 8
 
 
 def create_user(session: Session, username: str, password: str, roles: list[str] | None = None) -> User:
     roles = sorted(set(roles or ["user"]))
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         raise FieldError("username", "username must be 1-150 characters: letters, digits and . _ @ + -")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise FieldError("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")

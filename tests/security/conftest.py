@@ -5,6 +5,11 @@ tests isolate themselves with a key prefix of their own (``AUTHSERVER_REDIS_PREF
 only those keys afterwards, since other tests may share the server. They are skipped when Redis
 is unreachable, except with AUTHSERVER_TEST_REQUIRE_POSTGRES=1 (CI), where that is a failure,
 like PostgreSQL's.
+
+Hypothesis profiles for the property and schema tests here: ``ci`` (chosen when ``CI`` is set) is
+derandomized, so a CI run tries the same examples every time and a failure reproduces from the log
+alone, with no example database; ``dev`` is random and keeps its example database. Each test bounds
+its own ``max_examples``; ``deadline`` is off because 2 shared cores make timings noisy.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
 from authserver.db import Database
 from tests.conftest import ISSUER, REQUIRE_PG, make_settings
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Requests come from this proxy; X-Forwarded-For (see ``headers``) names the client address.

@@ -15,7 +15,7 @@ from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients.cache import ClientView
 from authserver.db import utcnow
 from authserver.errors import InvalidScope, InvalidTarget, UnauthorizedClient
-from authserver.oauth.params import Params, resource_param
+from authserver.oauth.params import Params, resource_param, scope_tokens
 from authserver.services import Services
 from authserver.tokens.issue import access_token_response
 
@@ -39,7 +39,7 @@ async def exchange(services: Services, client: ClientView, params: Params, ip: s
     if scope is None:
         scopes = [s for s in client.default_scopes if s in allowed]
     else:
-        scopes = list(dict.fromkeys(scope.split()))
+        scopes = scope_tokens(scope)
         refused = [s for s in scopes if s not in allowed or s == OFFLINE_ACCESS]
         if refused:
             raise InvalidScope(f"scope {refused[0]!r} is not available to this client for this resource")

@@ -45,7 +45,7 @@ from authserver.clients.cache import ClientView
 from authserver.clients.models import Client
 from authserver.db import affected, utcnow
 from authserver.errors import CommitThenRaise, InvalidGrant, InvalidScope, InvalidTarget
-from authserver.oauth.params import Params, require, resource_param
+from authserver.oauth.params import Params, require, resource_param, scope_tokens
 from authserver.secrets import hash_secret
 from authserver.services import Services
 from authserver.tokens import refresh
@@ -184,7 +184,7 @@ def _narrowed_scopes(client: Client | ClientView, granted: list[str], resource_s
     still_allowed.add(OFFLINE_ACCESS)
     if requested is None or not requested.strip():
         return [s for s in granted if s in still_allowed]
-    names = list(dict.fromkeys(requested.split()))
+    names = scope_tokens(requested)
     widened = [n for n in names if n not in granted]
     if widened:
         raise InvalidScope(f"scope {widened[0]!r} was not granted; a refresh cannot widen the scope")
