@@ -18,14 +18,15 @@ def check_redirect_uri(uri: str) -> str:
     """A redirect URI must be https, or http on a loopback host (RFC 8252 §7.3); no fragment.
 
     The one check behind registration (RFC 7591), metadata documents, the CLI and the console.
-    Refused besides: userinfo (``https://a@b/``: RFC 3986 §3.2.1 deprecates it, and a person reading
+    Refused besides: C0 and C1 control characters, userinfo (``https://a@b/``: RFC 3986 §3.2.1
+    deprecates it, and a person reading
     ``https://trusted.example@evil.example/`` sees the wrong host) and backslashes (browsers read
     ``\\`` as ``/`` in http(s) URLs, Python's parser does not, so the two disagree on the host), lone
     UTF-16 surrogates (not text: PostgreSQL refuses them) and URIs over 2048 characters.
     """
     if not uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
         raise AppError("malformed redirect URI (empty or over 2048 characters)")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in uri):
+    if any(ch.isspace() or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or 0xD800 <= ord(ch) <= 0xDFFF for ch in uri):
         raise AppError(f"malformed redirect URI {uri!r}")
     if "\\" in uri:
         raise AppError(f"redirect URI {uri!r} must not contain a backslash")

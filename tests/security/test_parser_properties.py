@@ -12,7 +12,6 @@ import re
 import unicodedata
 from urllib.parse import urlsplit
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -149,7 +148,6 @@ def test_accepted_redirect_uris_are_https_or_loopback_http_without_fragment(uri:
     assert parts.port is None or 0 <= parts.port <= 65535  # a valid port (no ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on the fixes branch: userinfo in redirect URIs is accepted")
 @EXAMPLES
 @given(any_uri)
 @example("https://user@app.example.com/cb")
@@ -158,7 +156,6 @@ def test_accepted_redirect_uris_have_no_userinfo(uri: str) -> None:
         assert "@" not in urlsplit(uri).netloc
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on the fixes branch: backslashes in redirect URIs are accepted")
 @EXAMPLES
 @given(any_uri)
 @example("https://app.example.com\\@evil.example/cb")
@@ -167,9 +164,6 @@ def test_accepted_redirect_uris_have_no_backslash(uri: str) -> None:
         assert "\\" not in uri
 
 
-@pytest.mark.xfail(strict=True, reason="C1 controls (U+0080-U+009F) pass check_redirect_uri; /register refuses them "
-                                       "(Cc check) but admin, CLI and metadata documents do not; for the fixes "
-                                       "branch's redirect-URI rewrite")
 @EXAMPLES
 @given(any_uri)
 @example("https://app.example.com/cb\x80")

@@ -148,8 +148,6 @@ def test_no_input_gets_a_server_error(target: Target, path: str, method: str) ->
     run()
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on the fixes branch: a lone UTF-16 surrogate in a registered "
-                                       "redirect URI is stored and the response cannot be encoded (500)")
 def test_lone_surrogates_in_registration_are_refused_not_a_server_error(target: Target) -> None:
     """JSON may escape a lone surrogate (\\ud800); it is no Unicode text and must be invalid_client_metadata."""
     for body in ('{"redirect_uris": ["https://app.example.com/cb\\ud800"]}',
