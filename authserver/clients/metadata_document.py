@@ -307,7 +307,7 @@ class MetadataFetcher:
         # The name is shown on the consent page; line breaks and control characters could fake its layout.
         # Formatting characters (Cf: bidirectional overrides, zero-width joiners) could disguise it.
         if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
-            raise MetadataDocumentError("client_name must not contain control or formatting characters")
+            raise MetadataDocumentError("client_name must not contain control characters or formatting characters")
 
         redirect_uris = doc.get("redirect_uris")
         if not isinstance(redirect_uris, list) or not redirect_uris:
