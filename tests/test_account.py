@@ -9,6 +9,7 @@ the old password still signs in).
 from __future__ import annotations
 
 import html
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -55,8 +56,8 @@ def browser(app: FastAPI) -> Iterator[Any]:
     """More browsers on the same app: each its own cookie jar."""
     opened: list[TestClient] = []
 
-    def open_browser() -> TestClient:
-        test_client = TestClient(app, base_url=ISSUER, follow_redirects=False)
+    def open_browser(address: str = "testclient") -> TestClient:
+        test_client = TestClient(app, base_url=ISSUER, follow_redirects=False, client=(address, 50000))
         test_client.__enter__()
         opened.append(test_client)
         return test_client
@@ -534,9 +535,42 @@ def test_wrong_current_passwords_are_limited(client: TestClient, db: Database, w
     for _ in range(5):
         assert change_password(client, "guess", NEW_PASSWORD).status_code == 400
     # Even the right password is not checked any more for a while.
+    for _ in range(3):
+        response = change_password(client, PASSWORD, NEW_PASSWORD)
+        assert response.status_code == 400 and "Too many wrong passwords" in response.text
+    # One throttle for every password guess: the sign-in form at the guesser's address waits too,
+    # the owner elsewhere signs in.
+    assert sign_in(browser(), password=PASSWORD).status_code == 401
+    assert sign_in(browser("198.51.100.7"), password=PASSWORD).status_code == 303
+    assert sign_in(browser("198.51.100.7"), password=NEW_PASSWORD).status_code == 401  # nothing changed
+    # Throttled attempts are counted, not written one by one.
+    details = [d if isinstance(d, dict) else json.loads(d)
+               for d, in sql(db, "SELECT detail FROM audit_events WHERE event = 'password.change_failed' ORDER BY id")]
+    assert details == [*[{"reason": "wrong current password"}] * 5,
+                       {"reason": "throttled", "rule": "pair", "throttled_attempts": 1}]
+
+
+def test_guesses_at_the_sign_in_form_and_the_password_page_share_one_budget(
+        client: TestClient, db: Database, world: World, browser: Any) -> None:
+    signed_in(client)
+    for _ in range(3):
+        assert sign_in(browser(), password="guess").status_code == 401
+    for _ in range(2):
+        assert change_password(client, "guess", NEW_PASSWORD).status_code == 400
     response = change_password(client, PASSWORD, NEW_PASSWORD)
     assert response.status_code == 400 and "Too many wrong passwords" in response.text
-    assert sign_in(browser(), password=PASSWORD).status_code == 303
+
+
+def test_the_right_current_password_gives_back_its_place_in_the_budget(
+        client: TestClient, db: Database, world: World, browser: Any) -> None:
+    signed_in(client)
+    for _ in range(4):
+        assert change_password(client, "guess", NEW_PASSWORD).status_code == 400
+    # Right, but the new password is refused: the throttle forgets this address's failures.
+    assert change_password(client, PASSWORD, "short").status_code == 400
+    for _ in range(4):
+        assert change_password(client, "guess", NEW_PASSWORD).status_code == 400
+    assert change_password(client, PASSWORD, NEW_PASSWORD).status_code == 303
 
 
 # --- Escaping: names come from apps and MCP servers, never trusted as HTML. ---

@@ -91,14 +91,14 @@ def _disconnect(request: Request, services: Services, cookies: Cookies, form: Pa
 
 
 def _change_password(request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
-    with services.db.session() as session:
+    with services.db.read_session() as session:
         who = pages.require_signed_in(session, request, cookies)
         pages.check_csrf(cookies, who, form)
-        result = password.change(session, who.user, who.session_value, current=form.get("current_password", ""),
-                                 new=form.get("new_password", ""), confirm=form.get("confirm_password", ""),
-                                 ip=_ip(request), now=utcnow())
+        account = password.Account(who.user.id, who.user.username, who.user.password_hash, who.session_value)
+    result = password.change(services.db, services.signin_throttle, account,
+                             current=form.get("current_password", ""), new=form.get("new_password", ""),
+                             confirm=form.get("confirm_password", ""), ip=_ip(request))
     if not result.done:
-        # Committed above: a wrong current password stays audited (and counted) although the answer is 400.
         return _password_form(request, cookies, who, errors=result.errors, status_code=400)
     response = pages.see_other(pages.local(request, "/account/password"))
     pages.flash(cookies, request, response, PASSWORD_CHANGED)

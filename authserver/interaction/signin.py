@@ -44,15 +44,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from authserver import limits as keys
 from authserver.audit.log import record
-from authserver.audit.models import AuditEvent
-from authserver.db import utcnow
 from authserver.limits import Limiter
 from authserver.net import address_group
 from authserver.settings import Settings
@@ -61,10 +58,6 @@ from authserver.users.models import User
 from authserver.users.passwords import hash_password, needs_rehash, verify_password
 from authserver.web.i18n import N_
 
-# The account page's password change still counts wrong current passwords from the audit log per
-# network (account.password): these two are its numbers.
-LOGIN_FAILURE_LIMIT = 20
-LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
 BAD_LOGIN = N_("That username and password do not match an active account.")
 THROTTLED = N_("Too many failed sign-ins. Wait a few minutes and try again.")
 MAX_USERNAME, MAX_PASSWORD = 150, 1024
@@ -231,7 +224,7 @@ def conclude(session: Session, attempt: Attempt, *, client_id: str | None = None
             if gate.locked:
                 record(session, "login.locked", actor=actor, client_id=client_id, ip=attempt.ip,
                        failures=gate.account_failures, **named)
-        elif _worth_a_row(gate.throttled_count):
+        elif worth_a_row(gate.throttled_count):
             record(session, "login.throttled", actor=actor, client_id=client_id, ip=attempt.ip, rule=gate.refused,
                    throttled_attempts=gate.throttled_count, retry_after=gate.retry_after, **named)
         return None, error
@@ -241,7 +234,7 @@ def conclude(session: Session, attempt: Attempt, *, client_id: str | None = None
     return user, None
 
 
-def _worth_a_row(n: int) -> bool:
+def worth_a_row(n: int) -> bool:
     """1, 10, 100, 1000…: a throttled key's audit rows grow with the logarithm of its attempts."""
     while n >= 10 and n % 10 == 0:
         n //= 10
@@ -251,13 +244,3 @@ def _worth_a_row(n: int) -> bool:
 def shown_username(username: str, malformed: bool) -> str:
     """What the form shows again after a failure."""
     return username if not malformed and len(username) <= MAX_USERNAME else ""
-
-
-def too_many_failures(session: Session, ip: str | None) -> bool:
-    """Sign-in failures from this address in the last LOGIN_FAILURE_WINDOW, from the audit log (the
-    password change page's network rule)."""
-    if ip is None:
-        return False
-    failures = session.scalar(select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.event == "login.failed", AuditEvent.ip == ip, AuditEvent.at > utcnow() - LOGIN_FAILURE_WINDOW))
-    return (failures or 0) >= LOGIN_FAILURE_LIMIT

@@ -18,7 +18,7 @@ from authserver.db import Database
 from authserver.interaction.signin import BAD_LOGIN, THROTTLED, Gate
 from authserver.users import passwords
 from tests.oauth_helpers import PASSWORD, seed
-from tests.security.conftest import error_of, limited_client, sign_in
+from tests.security.conftest import csrf_of, error_of, headers, limited_client, sign_in
 
 WRONG = "not the password"
 # Back-off long enough that it never runs out during a test.
@@ -127,6 +127,27 @@ def test_the_account_page_tells_the_owner_after_a_lock(db_url: str, db: Database
         # Told once: the sign-in after that one no longer shows it.
         assert sign_in(client, "alice", PASSWORD, "192.0.2.1").status_code == 303
         assert "sign-in-paused" not in client.get("/account").text
+
+
+def test_password_guesses_through_a_stolen_session_engage_the_account_lock(
+        db_url: str, db: Database, limit_backend: dict[str, Any]) -> None:
+    """A stolen session cookie gives no fresh budget: wrong current passwords at /account/password
+    count against the account like wrong sign-ins, from every address."""
+    seed(db)
+    with limited_client(db_url, db, limit_backend, signin_failure_limit=10, signin_account_failure_limit=2,
+                        signin_backoff_seconds=60, signin_lock_seconds=60) as thief:  # the first wait locks
+        assert sign_in(thief, "alice", PASSWORD, "203.0.113.66").status_code == 303
+        for _ in range(2):
+            page = thief.get("/account/password", headers=headers("203.0.113.66"))
+            response = thief.post("/account/password", headers=headers("203.0.113.66"), data={
+                "csrf": csrf_of(page.text.split('action="/account/password"')[1]), "current_password": WRONG, "new_password": "a new password",
+                "confirm_password": "a new password"})
+            assert response.status_code == 400 and "That is not your current password." in response.text
+        assert events(db, "login.locked") == 1
+        # The owner, elsewhere, waits like after any lock (nothing says why to an unknown browser).
+        response = sign_in(thief, "alice", PASSWORD, "192.0.2.1")
+        assert response.status_code == 401 and error_of(response.text) == THROTTLED
+    assert events(db, "password.change_failed") == 2 and events(db, "password.changed") == 0
 
 
 def test_throttled_sign_ins_stop_adding_audit_rows(db_url: str, db: Database, limit_backend: dict[str, Any]) -> None:
