@@ -61,7 +61,10 @@ def seed(db: Database, callback: str) -> str:
                 public=True, kind="dynamic", verified=False))
         users.create_user(s, "admin", PASSWORD, ["admin"])
         users.create_user(s, "alice", PASSWORD)
+        carol = users.create_user(s, "carol", PASSWORD)
         record(s, "login.failed", ip="203.0.113.7")
+        # Someone guessed at carol's password until the lock engaged: her account page says so.
+        record(s, "login.locked", actor=str(carol.id), ip="203.0.113.7", failures=10, username="carol")
         return app.client.client_id
 
 
@@ -123,6 +126,14 @@ def main(argv: list[str] | None = None) -> None:
             httpx.post(f"{issuer}/token", data={  # the app uses its code: "last used" on the account page
                 "grant_type": "authorization_code", "code": code, "code_verifier": VERIFIER,
                 "redirect_uri": callback, "client_id": client_id}, timeout=10).raise_for_status()
+            # The app runs on the person's own computer (a loopback redirect URI): a remembered
+            # consent still asks for one click, since any local program could use its name.
+            page.goto(authorize)
+            page.get_by_role("button", name="Continue").wait_for()
+            shots.take(page, "confirm")
+            kpage.goto(authorize)
+            kpage.get_by_role("button", name="계속").wait_for()
+            shots.take(kpage, "confirm-ko")
             tool_calls(db, client_id)
             for name, path in (("account", "/account"), ("account-activity", "/account/activity")):
                 page.goto(issuer + path)
@@ -130,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
             for name, path in (("account-ko", "/account"), ("account-activity-ko", "/account/activity")):
                 kpage.goto(issuer + path)
                 shots.take(kpage, name)
+            # After a lock: the owner is told at their next sign-in.
+            owner = shots.context("en-US").new_page()
+            owner.goto(f"{issuer}/login?next=/account")
+            owner.fill("#username", "carol")
+            owner.fill("#password", PASSWORD)
+            owner.get_by_role("button", name="Sign in").click()
+            owner.wait_for_selector("#sign-in-paused")
+            shots.take(owner, "account-paused")
             # The operator.
             operator = shots.context("en-US")
             admin = operator.new_page()

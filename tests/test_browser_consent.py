@@ -128,12 +128,30 @@ def test_sign_in_and_partial_consent_in_chromium(db_url: str, db: Database) -> N
             allow.click()
             page.wait_for_url(f"{redirect_uri}?*")
             assert "You can close this window" in page.inner_text("body")
+
+            # The consent is remembered, but any local program can present this public client's
+            # id with its own loopback port: the person confirms with one click, then cancels once.
+            again = {**params, "scope": "read:calendar", "state": "browser-state-43"}
+            for choice, state in (("Continue", "browser-state-43"), ("Cancel", "browser-state-44")):
+                page.goto(f"{issuer}/authorize?{urlencode({**again, 'state': state})}")
+                page.get_by_role("button", name=choice).wait_for()
+                text = page.inner_text("main")
+                assert "Desktop Agent" in text and f"127.0.0.1:{callback_port}" in text
+                assert "wants to continue with the access you granted" in text
+                assert "Continue only if you just started it yourself" in text
+                assert "See your calendar events" in text and "Create, change" not in text
+                page.get_by_role("button", name=choice).click()
+                page.wait_for_url(f"{redirect_uri}?*")
             # The stylesheet loaded and nothing broke under the CSP.
             assert problems == []
         finally:
             browser.close()
 
-        assert len(received) == 1, received
+        assert len(received) == 3, received
+        confirmed, cancelled = ({k: v[0] for k, v in r.items()} for r in received[1:])
+        assert confirmed["state"] == "browser-state-43" and "code" in confirmed and confirmed["iss"] == issuer
+        assert cancelled["error"] == "access_denied" and "code" not in cancelled
+        assert cancelled["state"] == "browser-state-44" and cancelled["iss"] == issuer
         callback = {k: v[0] for k, v in received[0].items()}
         assert callback.keys() >= {"code", "state", "iss"}
         assert "error" not in callback

@@ -138,9 +138,10 @@ def test_password_guesses_through_a_stolen_session_engage_the_account_lock(
                         signin_backoff_seconds=60, signin_lock_seconds=60) as thief:  # the first wait locks
         assert sign_in(thief, "alice", PASSWORD, "203.0.113.66").status_code == 303
         for _ in range(2):
-            page = thief.get("/account/password", headers=headers("203.0.113.66"))
+            page = thief.get("/account/password", headers=headers("203.0.113.66")).text
+            form = page.split('action="/account/password"')[1]
             response = thief.post("/account/password", headers=headers("203.0.113.66"), data={
-                "csrf": csrf_of(page.text.split('action="/account/password"')[1]), "current_password": WRONG, "new_password": "a new password",
+                "csrf": csrf_of(form), "current_password": WRONG, "new_password": "a new password",
                 "confirm_password": "a new password"})
             assert response.status_code == 400 and "That is not your current password." in response.text
         assert events(db, "login.locked") == 1
