@@ -33,6 +33,38 @@ def serve(make_app: Callable[[str], Any]) -> Iterator[str]:
         sock.close()
 
 
+@contextmanager
+def json_server(answer: Callable[[str], Any]) -> Iterator[str]:
+    """A loopback HTTP server answering each GET with ``answer(path)`` as JSON (404 when it is
+    None), in a thread; yields its base URL. Plays metadata documents and JWK Sets."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            document = answer(self.path)
+            body = json.dumps(document if document is not None else {}).encode()
+            self.send_response(200 if document is not None else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
 def wait_healthy(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> None:
     """Wait for a server process at ``url`` to answer /healthz; ``alive`` says it has not exited."""
     import httpx

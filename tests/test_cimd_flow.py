@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from starlette.testclient import TestClient
@@ -13,6 +10,7 @@ from starlette.testclient import TestClient
 from authserver.app import create_app
 from authserver.db import Database
 from tests.conftest import ISSUER, make_settings
+from tests.live import json_server
 from tests.oauth_helpers import authorize_params, exchange, pkce_pair, query, run_flow, seed, start
 
 REDIRECT = "http://127.0.0.1:47011/callback"
@@ -22,25 +20,9 @@ REDIRECT = "http://127.0.0.1:47011/callback"
 def documents() -> Iterator[dict[str, dict]]:
     """A loopback server answering each path with the document registered for it."""
     served: dict[str, dict] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(served.get(self.path, {})).encode()
-            self.send_response(200 if self.path in served else 404)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served["__base__"] = {"url": f"http://127.0.0.1:{server.server_address[1]}"}
-    yield served
-    server.shutdown()
+    with json_server(served.get) as base:
+        served["__base__"] = {"url": base}
+        yield served
 
 
 @pytest.fixture

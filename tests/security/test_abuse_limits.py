@@ -3,10 +3,7 @@ registration floods, metadata-document fetch floods, token request floods."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from authserver.catalog import repository as catalog
 from authserver.clients import repository as clients
 from authserver.db import Database
+from tests.live import json_server
 from tests.oauth_helpers import REDIRECT, RESOURCE, authorize_params, count, pkce_pair
 from tests.security.conftest import headers, limited_client
 
@@ -52,27 +50,16 @@ def test_registration_flood_from_one_address_is_refused_and_another_address_is_n
 def document_server() -> Iterator[tuple[str, list[str]]]:
     """A loopback server answering every path with a valid metadata document for its URL; the paths it was asked."""
     asked: list[str] = []
+    served_at: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
-            body = json.dumps({"client_id": url, "client_name": "Flood Agent", "redirect_uris": [REDIRECT],
-                               "token_endpoint_auth_method": "none"}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> dict[str, Any]:
+        asked.append(path)
+        return {"client_id": served_at[0] + path, "client_name": "Flood Agent", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none"}
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    server.shutdown()
+    with json_server(answer) as base:
+        served_at.append(base)
+        yield base, asked
 
 
 def test_metadata_document_fetch_flood_from_one_address_is_refused(

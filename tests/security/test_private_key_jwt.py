@@ -29,6 +29,7 @@ from authserver.clients.jwks import REFETCH_INTERVAL, JwksFetcher
 from authserver.db import Database
 from authserver.oauth.client_assertion import JWT_BEARER, MAX_LIFETIME
 from tests.conftest import ISSUER, make_settings
+from tests.live import json_server
 from tests.oauth_helpers import RESOURCE, authorize_params, pkce_pair, query, run_flow, seed
 
 TOKEN_ENDPOINT = f"{ISSUER}/token"
@@ -81,36 +82,19 @@ class JwksServer:
     def __init__(self) -> None:
         self.document: dict[str, Any] = {"keys": []}
         self.hits = 0
-        server = self
+        self.url = ""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.hits += 1
-                body = json.dumps(server.document).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def answer(self, path: str) -> dict[str, Any]:
+        self.hits += 1
+        return self.document
 
 
 @pytest.fixture
 def jwks_server() -> Iterator[JwksServer]:
     server = JwksServer()
-    yield server
-    server.close()
+    with json_server(server.answer) as base:
+        server.url = f"{base}/jwks.json"
+        yield server
 
 
 @pytest.fixture
