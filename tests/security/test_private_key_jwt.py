@@ -8,11 +8,9 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -397,24 +395,8 @@ def test_registration_with_private_key_material_in_jwks_is_refused(client: TestC
 @pytest.fixture
 def documents() -> Iterator[tuple[str, dict[str, Any]]]:
     served: dict[str, Any] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(served.get(self.path, {})).encode()
-            self.send_response(200 if self.path in served else 404)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
-    server.shutdown()
-    server.server_close()
+    with json_server(served.get) as base:
+        yield base, served
 
 
 def test_cimd_document_declaring_private_key_jwt_is_accepted_and_usable(app: Any, db: Database,
