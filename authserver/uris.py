@@ -102,6 +102,10 @@ def canonical_resource_uri(uri: str) -> str:
         raise AppError(f"resource URI {uri!r} must not contain a fragment")
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise AppError(f"resource URI {uri!r} must be an absolute http(s) URI")
+    if "@" in parts.netloc:
+        # Userinfo names no other resource (RFC 9110 §4.2.4 forbids it in http(s) URIs); dropping
+        # it would let "https://evil@mcp.example.com/" pass for the resource it only seems to be.
+        raise AppError(f"resource URI {uri!r} must not contain userinfo")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise AppError(f"resource URI {uri!r} must be https (http only on a loopback host)")
     host = parts.hostname.lower()

@@ -402,6 +402,13 @@ def test_unknown_resource_is_invalid_target(client: TestClient, db: Database) ->
     assert_error_redirect(authorize(client, world, resource="https://unknown.example.com/mcp"), db, "invalid_target")
 
 
+def test_resource_with_userinfo_is_invalid_target_not_the_resource_it_seems(client: TestClient, db: Database) -> None:
+    world = seed(db)
+    assert RESOURCE == "https://calendar.example.com/mcp"  # what the disguises below seem to name
+    for disguised in ("https://evil@calendar.example.com/mcp", "https://a:b@calendar.example.com/mcp"):
+        assert_error_redirect(authorize(client, world, resource=disguised), db, "invalid_target")
+
+
 def test_resource_client_may_not_use_is_invalid_target(client: TestClient, db: Database) -> None:
     world = seed(db)
     # The mail server is registered, but only the confidential client may use it.

@@ -251,6 +251,8 @@ def _canonical(uri: str) -> str | None:
 @example("https://calendar.example.com/\\mcp")
 @example("https://calendar.example.com/mcp\x85")
 @example("https://[::1/mcp")
+@example("https://evil@calendar.example.com/mcp")
+@example("https://a:b@calendar.example.com/mcp")
 def test_canonical_resource_uris_are_absolute_uris_without_fragment(uri: str) -> None:
     canonical = _canonical(uri)  # only AppError may escape
     if canonical is None:
@@ -259,6 +261,7 @@ def test_canonical_resource_uris_are_absolute_uris_without_fragment(uri: str) ->
     assert parts.scheme in ("https", "http") and parts.hostname and not parts.fragment and "#" not in canonical
     assert parts.scheme == "https" or is_loopback_uri(canonical)
     assert URI_CHARS.fullmatch(canonical) and "\\" not in canonical, canonical
+    assert "@" not in urlsplit(uri.strip()).netloc, uri  # userinfo is refused, never dropped
 
 
 @EXAMPLES
