@@ -12,6 +12,7 @@ from authserver.db import Database
 from tests.conftest import ISSUER, make_settings
 from tests.live import json_server
 from tests.oauth_helpers import authorize_params, exchange, pkce_pair, query, run_flow, seed, start
+from tests.security.dpop_helpers import DPoPKey
 
 REDIRECT = "http://127.0.0.1:47011/callback"
 
@@ -98,3 +99,32 @@ def test_loopback_documents_are_off_by_default(client: TestClient, db: Database,
 def test_loopback_switch_is_refused_with_an_https_issuer(db_url: str) -> None:
     with pytest.raises(ValueError, match="testing switch"):
         make_settings(db_url, issuer="https://auth.example.com", cimd_allow_loopback_http=True)
+
+
+def test_document_asking_for_dpop_bound_tokens_gets_nothing_without_a_proof(
+        cimd_client: TestClient, db: Database, documents: dict[str, dict]) -> None:
+    """RFC 9449 §5.2 in a metadata document: a stolen code (or refresh token) is useless without the key."""
+    seed(db)
+    client_id = publish(documents, "/bound.json", dpop_bound_access_tokens=True)
+    verifier, challenge = pkce_pair()
+    location = run_flow(cimd_client, authorize_params(client_id, challenge, redirect_uri=REDIRECT,
+                                                      scope="read:calendar"))
+    code = query(location)["code"]
+    refused = exchange(cimd_client, code, verifier, client_id, redirect_uri=REDIRECT)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request", refused.text
+    key = DPoPKey()
+    token = cimd_client.post("/token", headers={"DPoP": key.proof()}, data={
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT,
+        "client_id": client_id})
+    assert token.status_code == 200, token.text  # the refusal spent nothing
+    assert token.json()["token_type"] == "DPoP"
+
+
+def test_document_with_a_non_boolean_dpop_bound_access_tokens_is_refused(
+        cimd_client: TestClient, db: Database, documents: dict[str, dict]) -> None:
+    seed(db)
+    client_id = publish(documents, "/odd.json", dpop_bound_access_tokens="yes")
+    _, challenge = pkce_pair()
+    response = start(cimd_client, authorize_params(client_id, challenge, redirect_uri=REDIRECT))
+    assert response.status_code == 400 and "location" not in response.headers
+    assert "dpop_bound_access_tokens" in response.text

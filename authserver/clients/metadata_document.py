@@ -69,6 +69,7 @@ class ClientMetadata:
     logo_uri: str | None
     jwks_uri: str | None
     expires_at: float  # unix time until which the cached document is fresh
+    dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: every token request needs a proof
     # Inline keys for private_key_jwt when the document has no jwks_uri.
     jwks: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
@@ -352,6 +353,10 @@ class MetadataFetcher:
         if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:
             raise MetadataDocumentError("private_key_jwt needs jwks_uri or jwks")
 
+        dpop_bound = doc.get("dpop_bound_access_tokens", False)
+        if not isinstance(dpop_bound, bool):
+            raise MetadataDocumentError("dpop_bound_access_tokens must be true or false")
+
         return ClientMetadata(
             client_id=client_id,
             client_name=name.strip(),
@@ -363,6 +368,7 @@ class MetadataFetcher:
             logo_uri=self._optional_url(doc, "logo_uri"),
             jwks_uri=jwks_uri,
             expires_at=expires_at,
+            dpop_bound_access_tokens=dpop_bound,
             jwks=jwks,
         )
 

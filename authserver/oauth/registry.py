@@ -131,6 +131,7 @@ def _mirror(session: Session, document: ClientMetadata, ttl: int) -> Client:
     client.name = document.client_name
     client.token_endpoint_auth_method = document.token_endpoint_auth_method
     client.jwks, client.jwks_uri = document.jwks, document.jwks_uri
+    client.dpop_bound_access_tokens = document.dpop_bound_access_tokens
     client.redirect_uris = list(document.redirect_uris)
     client.grant_types = list(document.grant_types)
     client.application_type = "native" if all(u.startswith("http://") for u in document.redirect_uris) else "web"
