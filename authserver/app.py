@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             # Batched audit events reach the database before the process goes.
             await run_in_threadpool(services.audit.close)
             await run_in_threadpool(services.token_rate.close)
+            await run_in_threadpool(services.self_registered_token_rate.close)
             services.limits.close()
 
     app = AuthServer(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

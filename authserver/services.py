@@ -59,6 +59,7 @@ class Services:
     # per-client token request rate counted locally and synchronised with them (limits.shared).
     limits: Limiter
     token_rate: SharedRate
+    self_registered_token_rate: SharedRate
     # Sign-in throttling per typed username and address, per username, per address (interaction.signin).
     signin_throttle: Throttle
 
@@ -85,9 +86,14 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
                         audit=AuditBuffer(db, flush_seconds=settings.audit_flush_seconds),
                         assertions=ClientAssertions(db, settings.issuer, client_cache,
                                                     allow_loopback_http=settings.cimd_allow_loopback_http),
-                        limits=limits, token_rate=SharedRate(limits, prefix="token:", limit=settings.token_rate_limit,
-                                                             window=settings.token_rate_window,
-                                                             sync_seconds=settings.limits_sync_seconds),
+                        limits=limits, token_rate=token_rate(limits, settings, "token:", settings.token_rate_limit),
+                        self_registered_token_rate=token_rate(limits, settings, "token-self:",
+                                                              settings.self_registered_token_rate_limit),
                         signin_throttle=Throttle(limits, settings, secret))
     db.on_commit(INVALIDATING_TABLES, services.clear_caches)
     return services
+
+
+def token_rate(limits: Limiter, settings: Settings, prefix: str, limit: int) -> SharedRate:
+    return SharedRate(limits, prefix=prefix, limit=limit, window=settings.token_rate_window,
+                      sync_seconds=settings.limits_sync_seconds)

@@ -97,7 +97,11 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="authserver:", min_length=1, max_length=64)
     # Token requests per client per window (every grant); 0 = unlimited. Counted per process and
     # added to the shared store every limits_sync_seconds (the overshoot bound is in limits.shared).
-    token_rate_limit: int = Field(default=1200, ge=0, le=1_000_000)
+    # Self-registered clients (RFC 7591, metadata documents: anyone can become one) have a budget
+    # by default; clients the operator registered are the operator's own and have none unless set
+    # (a busy machine client may well need thousands a second).
+    token_rate_limit: int = Field(default=0, ge=0, le=1_000_000)
+    self_registered_token_rate_limit: int = Field(default=1200, ge=0, le=1_000_000)
     token_rate_window: int = Field(default=60, ge=1, le=3600)
     limits_sync_seconds: float = Field(default=0.5, ge=0.05, le=5)
     # Client ID Metadata Document fetches (cache misses) caused per address per window; 0 = unlimited.

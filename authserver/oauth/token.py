@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver import dpop
-from authserver.clients.models import Client
+from authserver.clients.cache import ClientView
+from authserver.clients.models import SELF_REGISTERED, Client
 from authserver.errors import (
     NO_STORE,
     CommitThenRaise,
@@ -69,7 +70,7 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         given = credentials(request, params) if grant_type in (CLIENT_CREDENTIALS, REFRESH_TOKEN) else None
         if given is not None and not registry.is_document_url(given.client_id):
             client = await authenticate_cached(services.clients, given)
-            admit(services, client.client_id)
+            admit(services, client)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
             dpop.require_proof_if_needed(services.settings, client, proof)
@@ -86,8 +87,11 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
     return token
 
 
-def admit(services: Services, client_id: str) -> None:
-    wait = services.token_rate.admit(client_id)
+def admit(services: Services, client: Client | ClientView) -> None:
+    """The per-client token rate, and for a self-registered client its own budget too."""
+    wait = services.token_rate.admit(client.client_id)
+    if wait is None and client.kind in SELF_REGISTERED:
+        wait = services.self_registered_token_rate.admit(client.client_id)
     if wait is not None:
         raise RateLimited("too many token requests for this client; try again later", wait)
 
@@ -100,7 +104,7 @@ def _handle(services: Services, registry: ClientRegistry, request: Request, para
     deferred: list[OAuthError] = []
     with services.db.session() as session:
         client = authenticate_client(session, registry, request, params)
-        admit(services, client.client_id)
+        admit(services, client)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         if handler is None:

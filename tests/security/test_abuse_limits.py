@@ -116,3 +116,24 @@ def test_token_request_flood_from_one_client_is_refused_and_other_clients_are_no
         # A wrong secret is refused before counting: nobody spends another client's budget.
         assert token((quiet[0], "wrong")).status_code == 401
         assert services.limits.peek("token:" + _digest(quiet[0])).count <= 1
+
+
+def test_self_registered_client_flooding_token_requests_meets_its_budget_and_operator_clients_do_not(
+        db_url: str, db: Database, limit_backend: dict[str, Any]) -> None:
+    """Anyone can register a client, so a self-registered one has a token budget by default; a
+    client the operator registered has none unless the operator sets one (a busy machine client)."""
+    machine, _ = machine_clients(db)
+    with limited_client(db_url, db, limit_backend, self_registered_token_rate_limit=5,
+                        limits_sync_seconds=0.05) as client:
+        registered = register(client, "198.51.100.30")
+        assert registered.status_code == 201, registered.text
+        dynamic = registered.json()["client_id"]
+        guesses = [client.post("/token", data={"grant_type": "authorization_code", "code": f"guess-{n}",
+                                               "code_verifier": "v" * 43, "redirect_uri": LOOPBACK,
+                                               "client_id": dynamic}) for n in range(6)]
+        assert [g.json()["error"] for g in guesses[:5]] == ["invalid_grant"] * 5
+        assert_rate_limited(guesses[5])
+        for _ in range(30):
+            response = client.post("/token", data={"grant_type": "client_credentials", "scope": "read:calendar"},
+                                   auth=machine)
+            assert response.status_code == 200, response.text
