@@ -18,7 +18,9 @@ from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
 from authserver.app import TEMPLATES
-from authserver.cli import build_parser, cmd_db_upgrade, cmd_serve
+from authserver.cli import build_parser
+from authserver.cli.db import cmd_db_upgrade
+from authserver.cli.serve import cmd_serve
 from authserver.migrate import MIGRATIONS
 from authserver.settings import Settings, load_settings
 

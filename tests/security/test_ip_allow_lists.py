@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from authserver.app import create_app
 from authserver.catalog import repository as catalog
-from authserver.cli import proxy_environment
+from authserver.cli.serve import proxy_environment
 from authserver.clients import repository as clients
 from authserver.db import Database
 from authserver.errors import FieldError

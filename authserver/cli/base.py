@@ -1,0 +1,107 @@
+"""What every command shares: its context (settings, a lazily opened database, the output) and
+how commands are added to the parser and how failures are reported."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from authserver import migrate
+from authserver.db import Database
+from authserver.errors import AppError
+from authserver.settings import ConfigError, Settings
+
+CLI_ACTOR = "cli"
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: Any, text: str) -> None:
+        print(json.dumps(data, indent=2, default=str) if self.as_json else text)
+
+    def table(self, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+        if self.as_json:
+            print(json.dumps(rows, indent=2, default=str))
+            return
+        if not rows:
+            print("(none)")
+            return
+        widths = {c: max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns}
+        print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+        for row in rows:
+            print("  ".join(_cell(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
+
+
+class Context:
+    def __init__(self, settings: Settings, out: Output) -> None:
+        self.settings = settings
+        self.out = out
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.settings.database_url)
+        return self._db
+
+    def require_schema(self) -> None:
+        if not migrate.is_current(self.db):
+            raise AppError("the database is not at the latest schema: run `authserver db upgrade`")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+Command = Callable[[Context, argparse.Namespace], None]
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors look like every other error: one ``error: …`` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class Commands:
+    """The parser's command tree; each command group's module adds its own (``register``)."""
+
+    def __init__(self, groups: Any, common: argparse.ArgumentParser) -> None:
+        self.top = groups  # commands without a group: ``init``, ``serve``
+        self._common = common
+
+    def command(self, sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[self._common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def group(self, name: str, help_text: str) -> Any:
+        g = self.top.add_parser(name, parents=[self._common], help=help_text)
+        return g.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def report(exc: BaseException) -> int:
+    """The one line a failed command prints, and its exit status; unexpected errors go on up."""
+    if isinstance(exc, (AppError, ConfigError)):
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, (OperationalError, ProgrammingError)):
+        print(f"error: database: {str(exc.orig).splitlines()[0]} "
+              "(is AUTHSERVER_DATABASE_URL right, and did `authserver db upgrade` run?)", file=sys.stderr)
+        return 1
+    raise exc

@@ -1,0 +1,82 @@
+"""``authserver serve``: uvicorn with the app factory, after the checks that are cheaper to fail once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+from authserver.cli.base import Commands, Context, report
+from authserver.settings import load_settings
+
+
+def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    ctx.settings.resolved_secret_key()  # fail now, not in each worker
+    _require_schema_apart(ctx)
+    # uvloop and httptools (uvicorn's fastest loop and parser, both dependencies) explicitly, so a
+    # missing wheel fails loudly instead of falling back. The access log is off unless asked for:
+    # it costs about 5 % of a token request, and the audit log records what matters.
+    shorthand = proxy_environment(args.proxy_headers, os.environ)
+    if shorthand:
+        os.environ.update(shorthand)
+        load_settings()  # a bad FORWARDED_ALLOW_IPS is one error line now, not one per worker
+    uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=ctx.settings.log_level, proxy_headers=False,
+                server_header=False, loop="uvloop", http="httptools", access_log=args.access_log)
+
+
+def proxy_environment(proxy_headers: bool, environ: Mapping[str, str]) -> dict[str, str]:
+    """What ``serve`` adds to the environment so that ``AUTHSERVER_TRUSTED_PROXIES`` is the one rule
+    for whose ``X-Forwarded-For`` is believed (``net.client_address``, in every worker).
+
+    uvicorn's own proxy handling is always off: it would rewrite the client address before our
+    middleware sees it, under a different rule and a different setting. ``--proxy-headers`` stays
+    as a shorthand: when ``AUTHSERVER_TRUSTED_PROXIES`` is unset it trusts ``FORWARDED_ALLOW_IPS``
+    (uvicorn's variable, comma-separated; ``*`` is every address), else loopback.
+    """
+    if not proxy_headers or environ.get("AUTHSERVER_TRUSTED_PROXIES", "").strip():
+        return {}
+    allowed = [item.strip() for item in environ.get("FORWARDED_ALLOW_IPS", "").split(",") if item.strip()]
+    if "*" in allowed:
+        allowed = ["0.0.0.0/0", "::/0"]
+    return {"AUTHSERVER_TRUSTED_PROXIES": json.dumps(allowed or ["127.0.0.1", "::1"])}
+
+
+def _require_schema_apart(ctx: Context) -> None:
+    """``require_schema`` in a forked child, so the server process never loads alembic (~10 MB
+    of its idle RSS) nor keeps the connection the check opened; the child reports as ``main``."""
+    if not hasattr(os, "fork"):
+        ctx.require_schema()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's outcome is its exit status
+        code = 1
+        try:
+            ctx.require_schema()
+            code = 0
+        except Exception as exc:
+            code = report(exc)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(code if code > 0 else 1)  # the child said why
+
+
+def register(commands: Commands) -> None:
+    p = commands.command(commands.top, "serve", cmd_serve, "serve HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    p.add_argument("--proxy-headers", action="store_true",
+                   help="shorthand: without AUTHSERVER_TRUSTED_PROXIES, believe X-Forwarded-For from the "
+                        "addresses in FORWARDED_ALLOW_IPS (default loopback)")

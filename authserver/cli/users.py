@@ -1,0 +1,100 @@
+"""``authserver users …``: people who sign in."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from typing import Any
+
+from authserver.audit.log import record
+from authserver.cli.base import CLI_ACTOR, Commands, Context
+from authserver.errors import AppError
+from authserver.interaction import sessions
+from authserver.secrets import new_secret
+from authserver.users import repository as users
+from authserver.users.models import ROLES
+
+
+def _user_row(user: Any) -> dict[str, Any]:
+    return {"id": str(user.id), "username": user.username, "roles": user.roles, "disabled": user.disabled,
+            "created_at": user.created_at.isoformat()}
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The password, and whether it was generated (and must be shown)."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise AppError("no password on standard input")
+        return password, False
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise AppError("the passwords differ")
+        return first, False
+    return new_secret(12), True
+
+
+def cmd_users_create(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    password, generated = _read_password(args)
+    with ctx.db.session() as session:
+        user = users.create_user(session, args.username, password, args.role or ["user"])
+        record(session, "user.created", actor=CLI_ACTOR, username=user.username, roles=user.roles)
+        row = _user_row(user)
+    text = f"created user {row['username']} ({' '.join(row['roles'])})"
+    if generated:
+        row["password"] = password
+        text += f"\none-time password: {password}"
+    ctx.out.emit(row, text)
+
+
+def cmd_users_list(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        rows = [_user_row(u) for u in users.list_users(session)]
+    ctx.out.table(rows, ["username", "roles", "disabled", "created_at"])
+
+
+def cmd_users_set_password(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    password, generated = _read_password(args)
+    with ctx.db.session() as session:
+        user = users.get_by_username(session, args.username)
+        if user is None:
+            raise AppError(f"no user {args.username!r}")
+        users.set_password(session, user, password)
+        # Whoever signed in with the old password (a leaked one-time password) is signed out.
+        ended = sessions.end_all(session, user.id)
+        record(session, "user.password_set", actor=CLI_ACTOR, username=user.username, sessions_ended=ended)
+        row = _user_row(user)
+    text = f"password set for {args.username}"
+    if generated:
+        row["password"] = password
+        text += f"\none-time password: {password}"
+    ctx.out.emit(row, text)
+
+
+def cmd_users_disable(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        user = users.set_disabled(session, args.username, True)
+        record(session, "user.disabled", actor=CLI_ACTOR, username=user.username)
+        row = _user_row(user)
+    ctx.out.emit(row, f"disabled user {args.username}")
+
+
+def register(commands: Commands) -> None:
+    us = commands.group("users", "people who sign in")
+    p = commands.command(us, "create", cmd_users_create, "create a user")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--role", action="append", choices=list(ROLES),
+                   help="admin: the console and every change; auditor: the console read-only; user (default)")
+    commands.command(us, "list", cmd_users_list, "list users")
+    p = commands.command(us, "set-password", cmd_users_set_password, "set a user's password")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p = commands.command(us, "disable", cmd_users_disable, "disable a user")
+    p.add_argument("username")
