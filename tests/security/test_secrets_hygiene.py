@@ -1,0 +1,485 @@
+"""Nothing secret in the logs or in the database, on SQLite and on PostgreSQL.
+
+A real ``authserver serve --access-log`` at ``AUTHSERVER_LOG_LEVEL=debug``, its stdout and stderr
+in one file, is driven over HTTP through every feature: registration (RFC 7591) and its read
+(RFC 7592), the code flow through the real sign-in and consent pages (a wrong password first),
+refresh rotation and reuse, ``client_secret_basic``, DPoP, ``private_key_jwt``, introspection,
+revocation, the stand-alone sign-in (a password typed as the username), the account page and its
+password change, the console. Every secret sent or received on the way is collected by httpx
+hooks (form fields, credentials, cookies, tokens, codes, CSRF values, interaction ids), plus the
+passwords and the private keys' ``d``. After a graceful stop (``SIGTERM``: the audit buffer
+flushes), none of them, in any usual encoding, may appear in a log line or in any column of any
+table; and the test checks it saw the data it scanned (access-log lines, audit events, stored
+hashes of the tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import MetaData, select
+
+from authserver.catalog import repository as catalog
+from authserver.clients import repository as clients
+from authserver.db import Database
+from authserver.keys.crypto import KeyEncryptor
+from authserver.keys.ring import all_keys
+from authserver.logconfig import redact_target
+from authserver.oauth.client_assertion import JWT_BEARER
+from authserver.secrets import hash_secret
+from authserver.users import repository as users
+from tests.conftest import TEST_SECRET
+from tests.live import wait_healthy
+from tests.oauth_helpers import RESOURCE, parse_forms, pkce_pair, query
+from tests.security.dpop_helpers import DPoPKey, b64url
+
+PASSWORD = "Alice's-r1ght-passphrase-4hygiene"
+NEW_PASSWORD = "Alice's-n3w-passphrase-after-change"
+ADMIN_PASSWORD = "R00t's-admin-passphrase-4hygiene"
+WRONG_PASSWORD = "Wr0ng-guess-0f-alice's-passphrase"
+PASSWORD_AS_USERNAME = "Tr0ub4dor&3-typed-as-the-username"  # people type passwords in the username box
+REDIRECT = "https://app.example.com/callback"
+DYNAMIC_REDIRECT = "https://agent.example.com/cb"
+SCOPES = "read:calendar offline_access"
+REUSE_GRACE = 2  # seconds in which a rotated refresh token coming back is a race, not reuse
+
+# Form fields and JSON members that carry a secret, wherever they are sent or answered.
+SECRET_FIELDS = frozenset({"password", "current_password", "new_password", "confirm_password", "code",
+                           "code_verifier", "refresh_token", "access_token", "token", "client_secret",
+                           "client_assertion", "csrf", "registration_access_token"})
+SECRET_COOKIES = ("authserver_session", "authserver_browser")
+CSRF_VALUE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Secrets:
+    """Every secret value seen, each with where it was first seen; httpx hooks collect them."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def add(self, label: str, value: str | None) -> None:
+        if value and value not in self.seen:
+            assert len(value) >= 16, f"{label} is too short to search for without false alarms: {value!r}"
+            kind, _, where = label.partition(" ")
+            number = sum(seen.startswith(f"{kind} #") for seen in self.seen.values()) + 1
+            self.seen[value] = f"{kind} #{number} {where}"
+
+    def kinds(self) -> set[str]:
+        return {label.split(" ", 1)[0] for label in self.seen.values()}
+
+    def on_request(self, request: httpx.Request) -> None:
+        where = f"{request.method} {request.url.path}"
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            for name, value in parse_qsl(request.content.decode(), keep_blank_values=True):
+                if name in SECRET_FIELDS:
+                    self.add(f"{name} (sent to {where})", value)
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            self.add(f"basic_credentials (sent to {where})", credentials)
+            self.add(f"client_secret (in the Basic header to {where})",
+                     base64.b64decode(credentials).decode().partition(":")[2])
+        elif credentials:
+            self.add(f"{scheme.lower()}_token (sent to {where})", credentials)
+        self.add(f"dpop_proof (sent to {where})", request.headers.get("dpop"))
+
+    def on_response(self, response: httpx.Response) -> None:
+        response.read()
+        where = f"{response.request.method} {response.request.url.path}"
+        for cookie in response.headers.get_list("set-cookie"):
+            name, _, rest = cookie.partition("=")
+            if name.endswith(SECRET_COOKIES):
+                self.add(f"cookie {name} (set by {where})", rest.split(";", 1)[0].strip('"'))
+        location = response.headers.get("location")
+        if location:
+            path = urlsplit(location).path
+            if "/interaction/" in path:
+                self.add(f"interaction_id (from {where})", path.split("/interaction/", 1)[1].split("/", 1)[0])
+            self.add(f"code (in the redirect from {where})", query(location).get("code"))
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            body = response.json()
+            if isinstance(body, dict):
+                for name in SECRET_FIELDS & body.keys():
+                    self.add(f"{name} (answered by {where})", body[name])
+        elif content_type.startswith("text/html"):
+            for value in CSRF_VALUE.findall(response.text):
+                self.add(f"csrf (on the page {where})", value)
+
+    def needles(self) -> dict[str, str]:
+        """Each secret in the encodings a leak would take: raw, URL-encoded, JSON-escaped, and a JWT's
+        signature alone (its header and payload are not secret by themselves)."""
+        out: dict[str, str] = {}
+        for value, label in self.seen.items():
+            forms = [(value, label), (quote(value, safe=""), f"{label}, URL-encoded"),
+                     (quote_plus(value), f"{label}, form-encoded"), (json.dumps(value)[1:-1], f"{label}, JSON-escaped")]
+            parts = value.split(".")
+            if len(parts) == 3 and len(parts[2]) >= 16:
+                forms.append((parts[2], f"{label}, its signature"))
+            for needle, where in forms:
+                out.setdefault(needle, where)
+        return out
+
+
+@dataclass
+class Seeded:
+    web: tuple[str, str]
+    machine: tuple[str, str]
+    introspector: tuple[str, str]
+    key_client: str
+    key: Any  # the key client's private key (ec.EllipticCurvePrivateKey)
+    key_id: str = "hygiene-k1"
+    dpop: DPoPKey = field(default_factory=DPoPKey)
+
+
+def seed(db: Database, found: Secrets) -> Seeded:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "hygiene-k1", "use": "sig"}
+    with db.session() as s:
+        catalog.create_scope(s, "read:calendar", "See your calendar events")
+        catalog.create_scope(s, "write:calendar", "Change your calendar events", write=True)
+        catalog.create_resource(s, RESOURCE, "Calendar", ["read:calendar", "write:calendar"])
+        web = clients.create_client(s, clients.NewClient(
+            name="Web Agent", redirect_uris=[REDIRECT], scopes=["read:calendar"], resources=[RESOURCE]))
+        machine = clients.create_client(s, clients.NewClient(
+            name="Nightly sync", grant_types=["client_credentials"], scopes=["read:calendar"], resources=[RESOURCE]))
+        rs = clients.create_client(s, clients.NewClient(
+            name="Calendar MCP server", grant_types=["client_credentials"], resources=[RESOURCE], can_introspect=True))
+        keyed = clients.create_client(s, clients.NewClient(
+            name="Key agent", grant_types=["client_credentials"], scopes=["read:calendar"], resources=[RESOURCE],
+            auth_method="private_key_jwt", jwks={"keys": [public]}))
+        users.create_user(s, "alice", PASSWORD)
+        users.create_user(s, "root", ADMIN_PASSWORD, ["admin"])
+    assert web.client_secret and machine.client_secret and rs.client_secret
+    seeded = Seeded((web.client.client_id, web.client_secret), (machine.client.client_id, machine.client_secret),
+                    (rs.client.client_id, rs.client_secret), keyed.client.client_id, key)
+    for label, value in (("client_secret (seeded web client)", web.client_secret),
+                         ("client_secret (seeded machine client)", machine.client_secret),
+                         ("client_secret (seeded resource server client)", rs.client_secret),
+                         ("password (alice's)", PASSWORD), ("password (alice's new one)", NEW_PASSWORD),
+                         ("password (the admin's)", ADMIN_PASSWORD), ("password (the wrong one)", WRONG_PASSWORD),
+                         ("password (typed as a username)", PASSWORD_AS_USERNAME),
+                         ("private_key_d (the private_key_jwt key)",
+                          json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))["d"]),
+                         ("private_key_d (the DPoP key)", seeded.dpop.private_jwk["d"])):
+        found.add(label, value)
+    return seeded
+
+
+def server_secrets(db: Database, found: Secrets) -> None:
+    """The secret key, and each signing key's private half (PEM and ``d``), decrypted as the server does."""
+    found.add("secret_key (AUTHSERVER_SECRET_KEY)", TEST_SECRET)
+    encryptor = KeyEncryptor(TEST_SECRET)
+    with db.session() as s:
+        keys = all_keys(s)
+        assert keys, "the server made no signing key"
+        for key in keys:
+            pem = encryptor.decrypt(key.private_key_encrypted, key.kid.encode())
+            private = serialization.load_pem_private_key(pem, password=None)
+            assert isinstance(private, ec.EllipticCurvePrivateKey)
+            found.add(f"signing_key_pem (of {key.kid})", "".join(pem.decode().splitlines()[1:-1]))
+            found.add(f"private_key_d (of the signing key {key.kid})",
+                      b64url(private.private_numbers().private_value.to_bytes(32, "big")))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(db_url: str, log: Path) -> Iterator[str]:
+    """``authserver serve --access-log`` at debug level, its output in ``log``; stopped with SIGTERM."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AUTHSERVER_DATABASE_URL": db_url, "AUTHSERVER_ISSUER": url,
+           "AUTHSERVER_SECRET_KEY": TEST_SECRET, "AUTHSERVER_LOG_LEVEL": "debug",
+           "AUTHSERVER_REFRESH_REUSE_GRACE": str(REUSE_GRACE)}
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "authserver.cli", "serve", "--port", str(port),
+                                    "--access-log"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(url, lambda: process.poll() is None)
+        yield url
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def browser(url: str, found: Secrets) -> httpx.Client:
+    return httpx.Client(base_url=url, follow_redirects=False, timeout=30,
+                        event_hooks={"request": [found.on_request], "response": [found.on_response]})
+
+
+def form_on(page: httpx.Response, action: str) -> dict[str, str]:
+    form = next(f for f in parse_forms(page.text) if action in f.action)
+    return dict(form.fields)
+
+
+def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password: str | None = None,
+              wrong_password_first: bool = False) -> tuple[str, str]:
+    """The code flow through the real pages: /authorize → sign-in (when asked) → consent → the code;
+    the code and its PKCE verifier."""
+    verifier, challenge = pkce_pair()
+    response = http.get("/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "resource": RESOURCE,
+        "scope": SCOPES, "code_challenge": challenge, "code_challenge_method": "S256", "state": "hygiene-state"})
+    assert response.status_code == 303, response.text
+    page = http.get(response.headers["location"])
+    if 'name="password"' in page.text:
+        assert password is not None
+        fields = form_on(page, "/login")
+        if wrong_password_first:
+            refused = http.post(_action(page, "/login"), data={**fields, "username": "alice",
+                                                                "password": WRONG_PASSWORD})
+            assert refused.status_code == 401 and 'name="password"' in refused.text, refused.text
+            fields = form_on(refused, "/login")
+            page = refused
+        response = http.post(_action(page, "/login"), data={**fields, "username": "alice", "password": password})
+        assert response.status_code == 303, response.text
+        page = http.get(response.headers["location"])
+    form = next(f for f in parse_forms(page.text) if "consent" in f.action)
+    ticked = [value for name, value, checked in form.checkboxes if name == "scope" and checked]
+    assert "offline_access" in ticked, page.text
+    response = http.post(form.action, data={**dict(form.fields), "scope": ticked, "decision": "allow"})
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.startswith(redirect_uri), location
+    return query(location)["code"], verifier
+
+
+def _action(page: httpx.Response, contains: str) -> str:
+    return next(f.action for f in parse_forms(page.text) if contains in f.action)
+
+
+def tokens(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def sign_in(http: httpx.Client, username: str, password: str, next_path: str) -> httpx.Response:
+    """The stand-alone sign-in page (for /account and /admin)."""
+    page = http.get("/login", params={"next": next_path})
+    return http.post(_action(page, "/login"), data={**form_on(page, "/login"), "username": username,
+                                                    "password": password})
+
+
+def drive(url: str, seeded: Seeded, found: Secrets) -> None:
+    """Every feature, over HTTP, as clients and people use them."""
+    token_url = f"{url}/token"
+    with browser(url, found) as http, browser(url, found) as machine:
+        # RFC 7591 registration, then the RFC 7592 read with the registration access token.
+        registered = machine.post("/register", json={
+            "client_name": "Hygiene Agent", "redirect_uris": [DYNAMIC_REDIRECT],
+            "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["authorization_code", "refresh_token"],
+            "scope": SCOPES})
+        assert registered.status_code == 201, registered.text
+        dynamic = registered.json()
+        dynamic_auth = (dynamic["client_id"], dynamic["client_secret"])
+        read = machine.get(f"/register/{dynamic['client_id']}",
+                           headers={"Authorization": f"Bearer {dynamic['registration_access_token']}"})
+        assert read.status_code == 200, read.text
+
+        # The code flow for the registered client: a wrong password, the right one, consent, tokens.
+        code, verifier = authorize(http, dynamic["client_id"], DYNAMIC_REDIRECT, password=PASSWORD,
+                                   wrong_password_first=True)
+        first = tokens(machine.post("/token", auth=dynamic_auth, data={
+            "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+            "redirect_uri": DYNAMIC_REDIRECT}))
+        # Rotation; the rotated token again within the grace window (a race: the same answer, kept
+        # sealed meanwhile), then after it: reuse, the family is revoked.
+        second = tokens(machine.post("/token", auth=dynamic_auth, data={
+            "grant_type": "refresh_token", "refresh_token": first["refresh_token"]}))
+        assert second["refresh_token"] != first["refresh_token"]
+        raced = tokens(machine.post("/token", auth=dynamic_auth, data={
+            "grant_type": "refresh_token", "refresh_token": first["refresh_token"]}))
+        assert raced["refresh_token"] == second["refresh_token"]
+        time.sleep(REUSE_GRACE + 0.2)
+        reused = machine.post("/token", auth=dynamic_auth, data={
+            "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant", reused.text
+        after = machine.post("/token", auth=dynamic_auth, data={
+            "grant_type": "refresh_token", "refresh_token": second["refresh_token"]})
+        assert after.status_code == 400, after.text
+
+        # The seeded confidential client: already signed in, consent, and a DPoP-bound code exchange.
+        code, verifier = authorize(http, seeded.web[0], REDIRECT)
+        web = tokens(machine.post("/token", auth=seeded.web, headers={"DPoP": seeded.dpop.proof(htu=token_url)},
+                                  data={"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                                        "redirect_uri": REDIRECT}))
+        assert web["token_type"] == "DPoP" and web.get("refresh_token"), web
+
+        # client_credentials: client_secret_basic, with and without DPoP; private_key_jwt.
+        bearer = tokens(machine.post("/token", auth=seeded.machine, data={"grant_type": "client_credentials"}))
+        bound = tokens(machine.post("/token", auth=seeded.machine, headers={"DPoP": seeded.dpop.proof(htu=token_url)},
+                                    data={"grant_type": "client_credentials"}))
+        assert bound["token_type"] == "DPoP", bound
+        # A careless client puts its secret in the query string: refused, and the access log drops it.
+        careless = machine.post("/token", params={"client_id": seeded.machine[0], "client_secret": seeded.machine[1]},
+                                data={"grant_type": "client_credentials"})
+        assert careless.status_code == 401, careless.text
+
+        def assertion(aud: str) -> str:
+            now = int(time.time())
+            return jwt.encode({"iss": seeded.key_client, "sub": seeded.key_client, "aud": aud, "iat": now,
+                               "exp": now + 60, "jti": uuid.uuid4().hex}, seeded.key, algorithm="ES256",
+                              headers={"kid": seeded.key_id})
+
+        keyed = tokens(machine.post("/token", data={
+            "grant_type": "client_credentials", "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion(url)}))
+
+        # Introspection by the resource server's client; revocation; introspection again.
+        for access in (web["access_token"], bearer["access_token"], bound["access_token"], keyed["access_token"]):
+            info = machine.post("/introspect", auth=seeded.introspector, data={"token": access})
+            assert info.status_code == 200 and info.json()["active"] is True, info.text
+        assert machine.post("/revoke", auth=seeded.web, data={"token": web["refresh_token"]}).status_code == 200
+        assert machine.post("/revoke", auth=seeded.machine, data={"token": bearer["access_token"]}).status_code == 200
+        revoked = machine.post("/revoke", data={"token": keyed["access_token"], "client_assertion_type": JWT_BEARER,
+                                                "client_assertion": assertion(token_url)})
+        assert revoked.status_code == 200, revoked.text
+        for access in (bearer["access_token"], keyed["access_token"]):
+            info = machine.post("/introspect", auth=seeded.introspector, data={"token": access})
+            assert info.json() == {"active": False}, info.text
+        refresh = machine.post("/introspect", auth=seeded.web, data={"token": web["refresh_token"]})
+        assert refresh.json() == {"active": False}, refresh.text
+
+    # The stand-alone sign-in: a password typed as the username, then the account page and a
+    # password change; the console, signed in as its admin.
+    with browser(url, found) as person, browser(url, found) as admin:
+        failed = sign_in(person, PASSWORD_AS_USERNAME, PASSWORD, "/account")
+        assert failed.status_code == 401 and 'name="password"' in failed.text, failed.text
+        assert sign_in(person, "alice", PASSWORD, "/account").status_code == 303
+        account = person.get("/account")
+        assert account.status_code == 200 and "Hygiene Agent" in account.text, account.text
+        page = person.get("/account/password")
+        changed = person.post(_action(page, "/account/password"), data={
+            **form_on(page, "/account/password"), "current_password": PASSWORD, "new_password": NEW_PASSWORD,
+            "confirm_password": NEW_PASSWORD})
+        assert changed.status_code == 303, changed.text
+        assert sign_in(admin, "root", ADMIN_PASSWORD, "/admin").status_code == 303
+        for path in ("/admin", "/admin/clients", "/admin/audit", "/admin/users"):
+            assert admin.get(path).status_code == 200, path
+
+
+# ---- the scan -----------------------------------------------------------------------------------
+
+def database_cells(db: Database) -> Iterator[tuple[str, str]]:
+    """(table.column, the value as text) for every non-empty cell of every table."""
+    metadata = MetaData()
+    metadata.reflect(db.engine)
+    with db.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                for column, value in zip(table.columns, row, strict=True):
+                    if value is None:
+                        continue
+                    if isinstance(value, bytes | memoryview):
+                        text = bytes(value).decode("utf-8", "replace")
+                    elif isinstance(value, dict | list):
+                        text = json.dumps(value, ensure_ascii=False)
+                    else:
+                        text = str(value)
+                    yield f"{table.name}.{column.name}", text
+
+
+def leaks(places: Iterable[tuple[str, str]], needles: dict[str, str]) -> list[tuple[str, str]]:
+    """(which secret, where) for each needle found; the secret itself is left out."""
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
+    return [(needles[match.group()], place) for place, text in places for match in pattern.finditer(text)]
+
+
+def summary(leaked: list[tuple[str, str]], per_secret: int = 3) -> str:
+    """At most ``per_secret`` places for each leaked secret, and how many more."""
+    by_secret: dict[str, list[str]] = {}
+    for secret, place in leaked:
+        by_secret.setdefault(secret, []).append(place)
+    out = [f"{len(by_secret)} secret(s) leaked, {len(leaked)} time(s):"]
+    for secret, places in by_secret.items():
+        out.append(f"- {secret}, in:")
+        out.extend(f"    {place}" for place in places[:per_secret])
+        if len(places) > per_secret:
+            out.append(f"    … and {len(places) - per_secret} more")
+    return "\n".join(out)
+
+
+def log_places(lines: list[str], needles: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Each log line, named by its number and its text with every secret replaced (so a failure
+    message can say where without repeating the secret)."""
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
+    for number, line in enumerate(lines, 1):
+        shown = pattern.sub("<secret>", line)
+        yield f"log line {number}: {shown[:160]}", line
+
+
+def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, tmp_path: Path) -> None:
+    found = Secrets()
+    seeded = seed(db, found)
+    log = tmp_path / "server.log"
+    with server(db_url, log) as url:
+        drive(url, seeded, found)
+    server_secrets(db, found)
+
+    # Not vacuous: every kind of secret was collected, the log has the requests, the database the events.
+    assert {"password", "code", "code_verifier", "refresh_token", "access_token", "client_secret",
+            "registration_access_token", "client_assertion", "csrf", "interaction_id", "dpop_proof",
+            "basic_credentials", "private_key_d", "cookie", "secret_key",
+            "signing_key_pem"} <= found.kinds(), found.kinds()
+    lines = log.read_text("utf-8", "replace").splitlines()
+    text = "\n".join(lines)
+    for request in ('"POST /register HTTP/1.1" 201', '"GET /register/', '"GET /authorize?<query> HTTP/1.1" 303',
+                    '"GET /interaction/<id> HTTP/1.1" 200', '"POST /interaction/<id>/login HTTP/1.1" 401',
+                    '"POST /interaction/<id>/consent HTTP/1.1" 303', '"POST /login HTTP/1.1" 401',
+                    '"POST /token?<query> HTTP/1.1" 401', '"POST /token HTTP/1.1" 200', '"POST /token HTTP/1.1" 400',
+                    '"POST /introspect HTTP/1.1" 200', '"POST /revoke HTTP/1.1" 200', '"GET /account HTTP/1.1" 200',
+                    '"POST /account/password HTTP/1.1" 303', '"GET /admin HTTP/1.1" 200'):
+        assert request in text, f"no access-log line with {request!r}"
+    assert "Application shutdown complete" in text
+    cells = list(database_cells(db))
+    events = {value for place, value in cells if place == "audit_events.event"}
+    assert {"client.registered", "login.failed", "login.succeeded", "consent.granted", "code.issued",
+            "token.issued", "token.refreshed", "token.refresh_race", "token.reuse_detected", "token.revoked",
+            "password.changed"} <= events, events
+    # The sealed successor response of the raced rotation (AES-GCM) is among the cells scanned.
+    assert "refresh_tokens.successor_response" in {place for place, _ in cells}
+    stored = {value for _, value in cells}
+    for value, label in found.seen.items():
+        if label.startswith(("refresh_token", "client_secret (answered", "registration_access_token")):
+            assert hash_secret(value) in stored, f"the hash of {label} is not in the database: the scan saw no data"
+
+    needles = found.needles()
+    leaked = leaks(log_places(lines, needles), needles) + leaks(cells, needles)
+    if leaked:
+        pytest.fail(summary(leaked), pytrace=False)
+
+
+def test_the_access_log_writes_paths_without_query_strings_or_interaction_ids() -> None:
+    assert redact_target("/authorize?client_id=a&code_challenge=b") == "/authorize?<query>"
+    assert redact_target("/auth/interaction/F-QHlWP04EiKDnGp3on9Xw/login") == "/auth/interaction/<id>/login"
+    assert redact_target("/interaction/F-QHlWP04EiKDnGp3on9Xw?x=1") == "/interaction/<id>?<query>"
+    assert redact_target("/token") == "/token"
+    assert redact_target("/token?") == "/token?<query>"
