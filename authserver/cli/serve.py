@@ -25,11 +25,12 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     if shorthand:
         os.environ.update(shorthand)
         load_settings()  # a bad FORWARDED_ALLOW_IPS is one error line now, not one per worker
-    # The access log writes no query strings and no interaction ids (see authserver.logconfig).
+    # The access log writes no query strings and no interaction ids; the app's loggers follow
+    # AUTHSERVER_LOG_LEVEL (see authserver.logconfig).
+    level = ctx.settings.log_level
     uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=ctx.settings.log_level, log_config=uvicorn_log_config(),
-                proxy_headers=False, server_header=False, loop="uvloop", http="httptools",
-                access_log=args.access_log)
+                workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
+                server_header=False, loop="uvloop", http="httptools", access_log=args.access_log)
 
 
 def proxy_environment(proxy_headers: bool, environ: Mapping[str, str]) -> dict[str, str]:
