@@ -2,7 +2,7 @@
 
 Protocol code raises; only the handlers registered by ``install_error_handlers``
 render. Each error has a public ``description`` (sent to the client) and a private
-``detail`` (logged only).
+``detail`` (logged only). A logged path is redacted like the access log's (no interaction id).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from authserver.logconfig import redact_target
 
 log = logging.getLogger("authserver.errors")
 
@@ -193,11 +195,11 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
 
 def oauth_error(request: Request, exc: OAuthError) -> Response:
     """Where every OAuth error becomes a response (the app's handler and the hot lane's)."""
-    log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail or exc.description)
+    log.info("oauth error %s on %s: %s", exc.error, redact_target(request.url.path), exc.detail or exc.description)
     if exc.audit:
         services = getattr(request.app.state, "services", None)
         if services is not None:
-            services.audit.record(**exc.audit, path=request.url.path)
+            services.audit.record(**exc.audit, path=redact_target(request.url.path))
     return oauth_error_response(exc)
 
 
@@ -216,7 +218,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_error_page(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ErrorPage)
-        log.info("error page %r on %s: %s", exc.title, request.url.path, exc.detail or exc.message)
+        log.info("error page %r on %s: %s", exc.title, redact_target(request.url.path), exc.detail or exc.message)
         templates = request.app.state.templates
         # Titles and messages are message ids (marked with N_); the page is in the person's language.
         return templates.TemplateResponse(
@@ -234,7 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
         # Locations and types only: the errors also carry the submitted input (passwords, tokens).
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        log.info("request validation failed on %s: %s", request.url.path,
+        log.info("request validation failed on %s: %s", redact_target(request.url.path),
                  [(e.get("loc"), e.get("type")) for e in errors])
         return oauth_error_response(InvalidRequest("the request is malformed"))
 

@@ -240,9 +240,10 @@ def form_on(page: httpx.Response, action: str) -> dict[str, str]:
 
 
 def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password: str | None = None,
-              wrong_password_first: bool = False) -> tuple[str, str]:
+              stranger: httpx.Client | None = None) -> tuple[str, str]:
     """The code flow through the real pages: /authorize → sign-in (when asked) → consent → the code;
-    the code and its PKCE verifier."""
+    the code and its PKCE verifier. With a ``stranger`` (another browser), the mishaps of a sign-in
+    first: the link opened in that browser, a forged form, a wrong password."""
     verifier, challenge = pkce_pair()
     response = http.get("/authorize", params={
         "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "resource": RESOURCE,
@@ -252,7 +253,12 @@ def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password
     if 'name="password"' in page.text:
         assert password is not None
         fields = form_on(page, "/login")
-        if wrong_password_first:
+        if stranger is not None:
+            elsewhere = stranger.get(response.headers["location"])
+            assert elsewhere.status_code == 403, elsewhere.text
+            forged = http.post(_action(page, "/login"), data={**fields, "csrf": "forged-" + fields["csrf"][::-1],
+                                                              "username": "alice", "password": password})
+            assert forged.status_code == 403, forged.text
             refused = http.post(_action(page, "/login"), data={**fields, "username": "alice",
                                                                 "password": WRONG_PASSWORD})
             assert refused.status_code == 401 and 'name="password"' in refused.text, refused.text
@@ -305,8 +311,9 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         assert read.status_code == 200, read.text
 
         # The code flow for the registered client: a wrong password, the right one, consent, tokens.
-        code, verifier = authorize(http, dynamic["client_id"], DYNAMIC_REDIRECT, password=PASSWORD,
-                                   wrong_password_first=True)
+        with browser(url, found) as stranger:
+            code, verifier = authorize(http, dynamic["client_id"], DYNAMIC_REDIRECT, password=PASSWORD,
+                                       stranger=stranger)
         first = tokens(machine.post("/token", auth=dynamic_auth, data={
             "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
             "redirect_uri": DYNAMIC_REDIRECT}))
@@ -460,7 +467,10 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
         assert request in text, f"no access-log line with {request!r}"
     # The app's own messages are there too (the reasons for refused requests, at info).
     for message in ("authserver: authserver serving issuer", "authserver.errors: oauth error invalid_grant on /token",
-                    "authserver.errors: oauth error invalid_client on /token", "Application shutdown complete"):
+                    "authserver.errors: oauth error invalid_client on /token",
+                    "authserver.errors: error page 'Request from another browser' on /interaction/<id>:",
+                    "authserver.errors: error page 'Form expired' on /interaction/<id>/login:",
+                    "Application shutdown complete"):
         assert message in text, f"no log line with {message!r}"
     cells = list(database_cells(db))
     events = {value for place, value in cells if place == "audit_events.event"}
