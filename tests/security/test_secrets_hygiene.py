@@ -57,6 +57,8 @@ PASSWORD = "Alice's-r1ght-passphrase-4hygiene"
 NEW_PASSWORD = "Alice's-n3w-passphrase-after-change"
 ADMIN_PASSWORD = "R00t's-admin-passphrase-4hygiene"
 WRONG_PASSWORD = "Wr0ng-guess-0f-alice's-passphrase"
+CAROL_PASSWORD = "Carol's-f1rst-passphrase-from-admin"
+CAROL_RESET = "Carol's-r3set-passphrase-from-admin"
 PASSWORD_AS_USERNAME = "Tr0ub4dor&3-typed-as-the-username"  # people type passwords in the username box
 REDIRECT = "https://app.example.com/callback"
 DYNAMIC_REDIRECT = "https://agent.example.com/cb"
@@ -69,6 +71,7 @@ SECRET_FIELDS = frozenset({"password", "current_password", "new_password", "conf
                            "client_assertion", "csrf", "registration_access_token"})
 SECRET_COOKIES = ("authserver_session", "authserver_browser")
 CSRF_VALUE = re.compile(r'name="csrf" value="([^"]+)"')
+SHOWN_ONCE = re.compile(r'<p class="secret"[^>]*>\s*([^<\s]+)\s*</p>')  # the console's new secrets
 
 
 class Secrets:
@@ -124,6 +127,8 @@ class Secrets:
         elif content_type.startswith("text/html"):
             for value in CSRF_VALUE.findall(response.text):
                 self.add(f"csrf (on the page {where})", value)
+            for value in SHOWN_ONCE.findall(response.text):
+                self.add(f"console_secret (shown once by {where})", value)
 
     def needles(self) -> dict[str, str]:
         """Each secret in the encodings a leak would take: raw, URL-encoded, JSON-escaped, and a JWT's
@@ -391,6 +396,31 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         assert sign_in(admin, "root", ADMIN_PASSWORD, "/admin").status_code == 303
         for path in ("/admin", "/admin/clients", "/admin/audit", "/admin/users"):
             assert admin.get(path).status_code == 200, path
+        console(admin, seeded)
+
+
+def console(admin: httpx.Client, seeded: Seeded) -> None:
+    """The console's secrets: a person made with a password and given another, a client's secret
+    rotated (shown once, then used), an initial access token made (shown once)."""
+    page = admin.get("/admin/users/new")
+    created = admin.post(_action(page, "/admin/users/new"), data={
+        **form_on(page, "/admin/users/new"), "username": "carol", "password": CAROL_PASSWORD, "role": "user"})
+    assert created.status_code == 303, created.text
+    person = created.headers["location"]
+    page = admin.get(person)
+    reset = admin.post(_action(page, "/password"), data={**form_on(page, "/password"), "password": CAROL_RESET})
+    assert reset.status_code == 303, reset.text
+    page = admin.get("/admin/clients/rotate", params={"client_id": seeded.machine[0]})
+    rotated = admin.post(_action(page, "/admin/clients/rotate"), data=form_on(page, "/admin/clients/rotate"))
+    assert rotated.status_code == 200, rotated.text
+    secret = SHOWN_ONCE.findall(rotated.text)
+    assert len(secret) == 1, rotated.text
+    with httpx.Client(base_url=str(admin.base_url), event_hooks=admin.event_hooks) as machine:
+        tokens(machine.post("/token", auth=(seeded.machine[0], secret[0]), data={"grant_type": "client_credentials"}))
+    page = admin.get("/admin/policy")
+    made = admin.post(_action(page, "/admin/policy/tokens"), data={
+        **form_on(page, "/admin/policy/tokens"), "label": "Hygiene agents", "expires_at": ""})
+    assert made.status_code == 200 and len(SHOWN_ONCE.findall(made.text)) == 1, made.text
 
 
 # ---- the scan -----------------------------------------------------------------------------------
@@ -454,8 +484,8 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     # Not vacuous: every kind of secret was collected, the log has the requests, the database the events.
     assert {"password", "code", "code_verifier", "refresh_token", "access_token", "client_secret",
             "registration_access_token", "client_assertion", "csrf", "interaction_id", "dpop_proof",
-            "basic_credentials", "private_key_d", "cookie", "secret_key",
-            "signing_key_pem"} <= found.kinds(), found.kinds()
+            "basic_credentials", "private_key_d", "cookie", "secret_key", "signing_key_pem",
+            "console_secret"} <= found.kinds(), found.kinds()
     lines = log.read_text("utf-8", "replace").splitlines()
     text = "\n".join(lines)
     for request in ('"POST /register HTTP/1.1" 201', '"GET /register/', '"GET /authorize?<query> HTTP/1.1" 303',
@@ -476,13 +506,18 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     events = {value for place, value in cells if place == "audit_events.event"}
     assert {"client.registered", "login.failed", "login.succeeded", "consent.granted", "code.issued",
             "token.issued", "token.refreshed", "token.refresh_race", "token.reuse_detected", "token.revoked",
-            "password.changed"} <= events, events
+            "password.changed", "user.created", "user.password_reset", "client.secret_rotated",
+            "initial_access_token.created"} <= events, events
     # The sealed successor response of the raced rotation (AES-GCM) is among the cells scanned.
     assert "refresh_tokens.successor_response" in {place for place, _ in cells}
+    # What is stored as a hash (and still there) is there as its hash: the scan read those rows.
     stored = {value for _, value in cells}
-    for value, label in found.seen.items():
-        if label.startswith(("refresh_token", "client_secret (answered", "registration_access_token")):
-            assert hash_secret(value) in stored, f"the hash of {label} is not in the database: the scan saw no data"
+    hashed = [label for value, label in found.seen.items()
+              if label.startswith(("refresh_token", "registration_access_token", "console_secret"))
+              or (label.startswith("client_secret") and "answered by POST /register" in label)]
+    assert len(hashed) >= 6, hashed
+    missing = [label for value, label in found.seen.items() if label in hashed and hash_secret(value) not in stored]
+    assert not missing, f"not in the database as hashes: {missing}"
 
     needles = found.needles()
     leaked = leaks(log_places(lines, needles), needles) + leaks(cells, needles)
