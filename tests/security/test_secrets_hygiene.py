@@ -60,6 +60,7 @@ WRONG_PASSWORD = "Wr0ng-guess-0f-alice's-passphrase"
 CAROL_PASSWORD = "Carol's-f1rst-passphrase-from-admin"
 CAROL_RESET = "Carol's-r3set-passphrase-from-admin"
 PASSWORD_AS_USERNAME = "Tr0ub4dor&3-typed-as-the-username"  # people type passwords in the username box
+TOOL_ARGUMENT = "Alice's private appointment with her doctor"  # a tool call's argument: the person's data
 REDIRECT = "https://app.example.com/callback"
 DYNAMIC_REDIRECT = "https://agent.example.com/cb"
 SCOPES = "read:calendar offline_access"
@@ -183,6 +184,7 @@ def seed(db: Database, found: Secrets) -> Seeded:
                          ("password (alice's)", PASSWORD), ("password (alice's new one)", NEW_PASSWORD),
                          ("password (the admin's)", ADMIN_PASSWORD), ("password (the wrong one)", WRONG_PASSWORD),
                          ("password (typed as a username)", PASSWORD_AS_USERNAME),
+                         ("tool_argument (the person's data, sent in a refused tool-call report)", TOOL_ARGUMENT),
                          ("private_key_d (the private_key_jwt key)",
                           json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))["d"]),
                          ("private_key_d (the DPoP key)", seeded.dpop.private_jwk["d"])):
@@ -369,6 +371,15 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         for access in (web["access_token"], bearer["access_token"], bound["access_token"], keyed["access_token"]):
             info = machine.post("/introspect", auth=seeded.introspector, data={"token": access})
             assert info.status_code == 200 and info.json()["active"] is True, info.text
+        # The MCP server reports a tool call under the person's token; one report that also carries
+        # the call's arguments (the person's data) is refused whole.
+        reported = machine.post("/tool-calls", auth=seeded.introspector, json={
+            "token": web["access_token"], "tool": "create_event", "outcome": "success"})
+        assert reported.status_code == 204, reported.text
+        nosy = machine.post("/tool-calls", auth=seeded.introspector, json={
+            "token": web["access_token"], "tool": "create_event", "outcome": "success",
+            "arguments": {"title": TOOL_ARGUMENT}})
+        assert nosy.status_code == 400, nosy.text
         assert machine.post("/revoke", auth=seeded.web, data={"token": web["refresh_token"]}).status_code == 200
         assert machine.post("/revoke", auth=seeded.machine, data={"token": bearer["access_token"]}).status_code == 200
         revoked = machine.post("/revoke", data={"token": keyed["access_token"], "client_assertion_type": JWT_BEARER,
@@ -492,8 +503,10 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
                     '"GET /interaction/<id> HTTP/1.1" 200', '"POST /interaction/<id>/login HTTP/1.1" 401',
                     '"POST /interaction/<id>/consent HTTP/1.1" 303', '"POST /login HTTP/1.1" 401',
                     '"POST /token?<query> HTTP/1.1" 401', '"POST /token HTTP/1.1" 200', '"POST /token HTTP/1.1" 400',
-                    '"POST /introspect HTTP/1.1" 200', '"POST /revoke HTTP/1.1" 200', '"GET /account HTTP/1.1" 200',
-                    '"POST /account/password HTTP/1.1" 303', '"GET /admin HTTP/1.1" 200'):
+                    '"POST /introspect HTTP/1.1" 200', '"POST /tool-calls HTTP/1.1" 204',
+                    '"POST /tool-calls HTTP/1.1" 400', '"POST /revoke HTTP/1.1" 200', '"GET /account HTTP/1.1" 200',
+                    '"POST /account/password HTTP/1.1" 303', '"GET /admin HTTP/1.1" 200',
+                    '"POST /admin/clients/rotate?<query> HTTP/1.1" 200'):
         assert request in text, f"no access-log line with {request!r}"
     # The app's own messages are there too (the reasons for refused requests, at info).
     for message in ("authserver: authserver serving issuer", "authserver.errors: oauth error invalid_grant on /token",
@@ -507,7 +520,7 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     assert {"client.registered", "login.failed", "login.succeeded", "consent.granted", "code.issued",
             "token.issued", "token.refreshed", "token.refresh_race", "token.reuse_detected", "token.revoked",
             "password.changed", "user.created", "user.password_reset", "client.secret_rotated",
-            "initial_access_token.created"} <= events, events
+            "initial_access_token.created", "tool.called"} <= events, events
     # The sealed successor response of the raced rotation (AES-GCM) is among the cells scanned.
     assert "refresh_tokens.successor_response" in {place for place, _ in cells}
     # What is stored as a hash (and still there) is there as its hash: the scan read those rows.
