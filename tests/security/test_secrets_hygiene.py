@@ -2,17 +2,21 @@
 
 A real ``authserver serve --access-log`` at ``AUTHSERVER_LOG_LEVEL=debug``, its stdout and stderr
 in one file, is driven over HTTP through every feature: registration (RFC 7591) and its read
-(RFC 7592), the code flow through the real sign-in and consent pages (a wrong password first),
-refresh rotation and reuse, ``client_secret_basic``, DPoP, ``private_key_jwt``, introspection,
-revocation, the stand-alone sign-in (a password typed as the username), the account page and its
-password change, the console. Every secret sent or received on the way is collected by httpx
-hooks (form fields, credentials, cookies, tokens, codes, CSRF values, interaction ids), plus the
-passwords and the private keys' ``d``. After a graceful stop (``SIGTERM``: the audit buffer
-flushes), none of them, in any usual encoding, may appear in a log line or in any column of any
-table; and the test checks it saw the data it scanned (access-log lines, audit events, stored
-hashes of the tokens).
-"""
+(RFC 7592); the code flow through the real sign-in and consent pages, after the link was opened
+in another browser, a forged form and a wrong password; refresh rotation, a race within the grace
+window and reuse after it; ``client_secret_basic`` (once in a query string), DPoP,
+``private_key_jwt``; introspection, tool-call reports, revocation; the stand-alone sign-in (a
+password typed as the username), the account page and its password change; the console (a
+person's passwords, a rotated client secret, an initial access token).
 
+Every secret sent or received on the way is collected by httpx hooks (form fields, credentials,
+DPoP proofs, client assertions, cookies, tokens, codes, CSRF values, interaction ids, secrets a
+console page shows once), plus the passwords, the private keys' ``d``, the secret key and the
+server's signing keys. After a graceful stop (``SIGTERM``: the audit buffer flushes), none of
+them, raw, URL- or JSON-encoded, nor a JWT's signature alone, may appear in a log line or in any
+column of any table. The test also checks that it saw what it scanned: the access-log lines and
+the app's own messages, the audit events, the stored hashes of the tokens.
+"""
 from __future__ import annotations
 
 import base64
@@ -64,6 +68,7 @@ TOOL_ARGUMENT = "Alice's private appointment with her doctor"  # a tool call's a
 REDIRECT = "https://app.example.com/callback"
 DYNAMIC_REDIRECT = "https://agent.example.com/cb"
 SCOPES = "read:calendar offline_access"
+KEY_ID = "hygiene-k1"
 REUSE_GRACE = 2  # seconds in which a rotated refresh token coming back is a race, not reuse
 
 # Form fields and JSON members that carry a secret, wherever they are sent or answered.
@@ -152,14 +157,13 @@ class Seeded:
     machine: tuple[str, str]
     introspector: tuple[str, str]
     key_client: str
-    key: Any  # the key client's private key (ec.EllipticCurvePrivateKey)
-    key_id: str = "hygiene-k1"
+    key: Any  # the key client's private key (ec.EllipticCurvePrivateKey), registered under KEY_ID
     dpop: DPoPKey = field(default_factory=DPoPKey)
 
 
 def seed(db: Database, found: Secrets) -> Seeded:
     key = ec.generate_private_key(ec.SECP256R1())
-    public = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "hygiene-k1", "use": "sig"}
+    public = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": KEY_ID, "use": "sig"}
     with db.session() as s:
         catalog.create_scope(s, "read:calendar", "See your calendar events")
         catalog.create_scope(s, "write:calendar", "Change your calendar events", write=True)
@@ -361,7 +365,7 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
             now = int(time.time())
             return jwt.encode({"iss": seeded.key_client, "sub": seeded.key_client, "aud": aud, "iat": now,
                                "exp": now + 60, "jti": uuid.uuid4().hex}, seeded.key, algorithm="ES256",
-                              headers={"kid": seeded.key_id})
+                              headers={"kid": KEY_ID})
 
         keyed = tokens(machine.post("/token", data={
             "grant_type": "client_credentials", "client_assertion_type": JWT_BEARER,
