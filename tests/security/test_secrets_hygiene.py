@@ -2,7 +2,7 @@
 
 A real ``authserver serve --access-log`` at ``AUTHSERVER_LOG_LEVEL=debug``, its stdout and stderr
 in one file, is driven over HTTP through every feature: registration (RFC 7591) and its read
-(RFC 7592); the code flow through the real sign-in and consent pages, after the link was opened
+and update (RFC 7592); the code flow through the real sign-in and consent pages, after the link was opened
 in another browser, a forged form and a wrong password; refresh rotation, a race within the grace
 window and reuse after it; ``client_secret_basic`` (once in a query string), DPoP,
 ``private_key_jwt``; introspection, tool-call reports, revocation; the stand-alone sign-in (a
@@ -309,17 +309,22 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
     """Every feature, over HTTP, as clients and people use them."""
     token_url = f"{url}/token"
     with browser(url, found) as http, browser(url, found) as machine:
-        # RFC 7591 registration, then the RFC 7592 read with the registration access token.
-        registered = machine.post("/register", json={
-            "client_name": "Hygiene Agent", "redirect_uris": [DYNAMIC_REDIRECT],
-            "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["authorization_code", "refresh_token"],
-            "scope": SCOPES})
+        # RFC 7591 registration, then RFC 7592 read and update with the registration access token.
+        metadata = {"client_name": "Hygiene Agent", "redirect_uris": [DYNAMIC_REDIRECT],
+                    "token_endpoint_auth_method": "client_secret_basic",
+                    "grant_types": ["authorization_code", "refresh_token"], "scope": SCOPES}
+        registered = machine.post("/register", json=metadata)
         assert registered.status_code == 201, registered.text
         dynamic = registered.json()
         dynamic_auth = (dynamic["client_id"], dynamic["client_secret"])
         read = machine.get(f"/register/{dynamic['client_id']}",
                            headers={"Authorization": f"Bearer {dynamic['registration_access_token']}"})
         assert read.status_code == 200, read.text
+        updated = machine.put(f"/register/{dynamic['client_id']}",
+                              headers={"Authorization": f"Bearer {dynamic['registration_access_token']}"},
+                              json={**metadata, "client_name": "Hygiene Agent 2", "client_id": dynamic["client_id"],
+                                    "client_secret": dynamic["client_secret"]})
+        assert updated.status_code == 200, updated.text
 
         # The code flow for the registered client: a wrong password, the right one, consent, tokens.
         with browser(url, found) as stranger:
@@ -402,7 +407,7 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         assert failed.status_code == 401 and 'name="password"' in failed.text, failed.text
         assert sign_in(person, "alice", PASSWORD, "/account").status_code == 303
         account = person.get("/account")
-        assert account.status_code == 200 and "Hygiene Agent" in account.text, account.text
+        assert account.status_code == 200 and "Hygiene Agent 2" in account.text, account.text
         page = person.get("/account/password")
         changed = person.post(_action(page, "/account/password"), data={
             **form_on(page, "/account/password"), "current_password": PASSWORD, "new_password": NEW_PASSWORD,
@@ -503,8 +508,9 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
             "console_secret"} <= found.kinds(), found.kinds()
     lines = log.read_text("utf-8", "replace").splitlines()
     text = "\n".join(lines)
-    for request in ('"POST /register HTTP/1.1" 201', '"GET /register/', '"GET /authorize?<query> HTTP/1.1" 303',
-                    '"GET /interaction/<id> HTTP/1.1" 200', '"POST /interaction/<id>/login HTTP/1.1" 401',
+    for request in ('"POST /register HTTP/1.1" 201', '"GET /register/', '"PUT /register/',
+                    '"GET /authorize?<query> HTTP/1.1" 303', '"GET /interaction/<id> HTTP/1.1" 200',
+                    '"POST /interaction/<id>/login HTTP/1.1" 401',
                     '"POST /interaction/<id>/consent HTTP/1.1" 303', '"POST /login HTTP/1.1" 401',
                     '"POST /token?<query> HTTP/1.1" 401', '"POST /token HTTP/1.1" 200', '"POST /token HTTP/1.1" 400',
                     '"POST /introspect HTTP/1.1" 200', '"POST /tool-calls HTTP/1.1" 204',
