@@ -2,12 +2,13 @@
 
 A real ``authserver serve --access-log`` at ``AUTHSERVER_LOG_LEVEL=debug``, its stdout and stderr
 in one file, is driven over HTTP through every feature: registration (RFC 7591) and its read
-and update (RFC 7592); the code flow through the real sign-in and consent pages, after the link was opened
-in another browser, a forged form and a wrong password; refresh rotation, a race within the grace
-window and reuse after it; ``client_secret_basic`` (once in a query string), DPoP,
-``private_key_jwt``; introspection, tool-call reports, revocation; the stand-alone sign-in (a
-password typed as the username), the account page and its password change; the console (a
-person's passwords, a rotated client secret, an initial access token).
+and update (RFC 7592); the code flow through the real sign-in and consent pages, after the link
+was opened in another browser, a forged form and a wrong password; refresh rotation, a race
+within the grace window and reuse after it; ``client_secret_basic`` (once in a query string),
+DPoP, ``private_key_jwt``; wrong credentials of each kind; introspection, tool-call reports,
+revocation; the stand-alone sign-in (a password typed as the username), the account page and its
+password change; the console (a person's passwords, a rotated client secret, an initial access
+token).
 
 Every secret sent or received on the way is collected by httpx hooks (form fields, credentials,
 DPoP proofs, client assertions, cookies, tokens, codes, CSRF values, interaction ids, secrets a
@@ -23,6 +24,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -361,6 +363,17 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         bound = tokens(machine.post("/token", auth=seeded.machine, headers={"DPoP": seeded.dpop.proof(htu=token_url)},
                                     data={"grant_type": "client_credentials"}))
         assert bound["token_type"] == "DPoP", bound
+        # Wrong credentials of every kind, each refused: what a guesser sends is kept nowhere either.
+        guess = secrets.token_urlsafe
+        assert machine.post("/token", auth=(seeded.machine[0], guess(32)),
+                            data={"grant_type": "client_credentials"}).status_code == 401
+        assert machine.post("/token", auth=seeded.web, data={"grant_type": "refresh_token",
+                                                             "refresh_token": guess(32)}).status_code == 400
+        assert machine.post("/token", auth=seeded.web, data={
+            "grant_type": "authorization_code", "code": guess(32), "code_verifier": guess(48),
+            "redirect_uri": REDIRECT}).status_code == 400
+        assert machine.get(f"/register/{dynamic['client_id']}",
+                           headers={"Authorization": f"Bearer {guess(32)}"}).status_code == 401
         # A careless client puts its secret in the query string: refused, and the access log drops it.
         careless = machine.post("/token", params={"client_id": seeded.machine[0], "client_secret": seeded.machine[1]},
                                 data={"grant_type": "client_credentials"})
@@ -535,9 +548,9 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     assert "refresh_tokens.successor_response" in {place for place, _ in cells}
     # What is stored as a hash (and still there) is there as its hash: the scan read those rows.
     stored = {value for _, value in cells}
-    hashed = [label for value, label in found.seen.items()
-              if label.startswith(("refresh_token", "registration_access_token", "console_secret"))
-              or (label.startswith("client_secret") and "answered by POST /register" in label)]
+    hashed = [label for label in found.seen.values() if label.startswith("console_secret")
+              or (label.startswith(("refresh_token", "registration_access_token", "client_secret"))
+                  and "(answered by" in label)]
     assert len(hashed) >= 6, hashed
     missing = [label for value, label in found.seen.items() if label in hashed and hash_secret(value) not in stored]
     assert not missing, f"not in the database as hashes: {missing}"
