@@ -248,8 +248,13 @@ def browser(url: str, found: Secrets) -> httpx.Client:
 
 
 def form_on(page: httpx.Response, action: str) -> dict[str, str]:
+    """The fields (CSRF token included) of the page's form whose action contains ``action``."""
     form = next(f for f in parse_forms(page.text) if action in f.action)
     return dict(form.fields)
+
+
+def action_of(page: httpx.Response, action: str) -> str:
+    return next(f.action for f in parse_forms(page.text) if action in f.action)
 
 
 def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password: str | None = None,
@@ -269,15 +274,15 @@ def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password
         if stranger is not None:
             elsewhere = stranger.get(response.headers["location"])
             assert elsewhere.status_code == 403, elsewhere.text
-            forged = http.post(_action(page, "/login"), data={**fields, "csrf": "forged-" + fields["csrf"][::-1],
+            forged = http.post(action_of(page, "/login"), data={**fields, "csrf": "forged-" + fields["csrf"][::-1],
                                                               "username": "alice", "password": password})
             assert forged.status_code == 403, forged.text
-            refused = http.post(_action(page, "/login"), data={**fields, "username": "alice",
+            refused = http.post(action_of(page, "/login"), data={**fields, "username": "alice",
                                                                 "password": WRONG_PASSWORD})
             assert refused.status_code == 401 and 'name="password"' in refused.text, refused.text
             fields = form_on(refused, "/login")
             page = refused
-        response = http.post(_action(page, "/login"), data={**fields, "username": "alice", "password": password})
+        response = http.post(action_of(page, "/login"), data={**fields, "username": "alice", "password": password})
         assert response.status_code == 303, response.text
         page = http.get(response.headers["location"])
     form = next(f for f in parse_forms(page.text) if "consent" in f.action)
@@ -290,10 +295,6 @@ def authorize(http: httpx.Client, client_id: str, redirect_uri: str, *, password
     return query(location)["code"], verifier
 
 
-def _action(page: httpx.Response, contains: str) -> str:
-    return next(f.action for f in parse_forms(page.text) if contains in f.action)
-
-
 def tokens(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -303,7 +304,7 @@ def tokens(response: httpx.Response) -> dict[str, Any]:
 def sign_in(http: httpx.Client, username: str, password: str, next_path: str) -> httpx.Response:
     """The stand-alone sign-in page (for /account and /admin)."""
     page = http.get("/login", params={"next": next_path})
-    return http.post(_action(page, "/login"), data={**form_on(page, "/login"), "username": username,
+    return http.post(action_of(page, "/login"), data={**form_on(page, "/login"), "username": username,
                                                     "password": password})
 
 
@@ -328,7 +329,7 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
                                     "client_secret": dynamic["client_secret"]})
         assert updated.status_code == 200, updated.text
 
-        # The code flow for the registered client: a wrong password, the right one, consent, tokens.
+        # The code flow for the registered client: its mishaps, the right password, consent, tokens.
         with browser(url, found) as stranger:
             code, verifier = authorize(http, dynamic["client_id"], DYNAMIC_REDIRECT, password=PASSWORD,
                                        stranger=stranger)
@@ -422,7 +423,7 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
         account = person.get("/account")
         assert account.status_code == 200 and "Hygiene Agent 2" in account.text, account.text
         page = person.get("/account/password")
-        changed = person.post(_action(page, "/account/password"), data={
+        changed = person.post(action_of(page, "/account/password"), data={
             **form_on(page, "/account/password"), "current_password": PASSWORD, "new_password": NEW_PASSWORD,
             "confirm_password": NEW_PASSWORD})
         assert changed.status_code == 303, changed.text
@@ -436,22 +437,22 @@ def console(admin: httpx.Client, seeded: Seeded) -> None:
     """The console's secrets: a person made with a password and given another, a client's secret
     rotated (shown once, then used), an initial access token made (shown once)."""
     page = admin.get("/admin/users/new")
-    created = admin.post(_action(page, "/admin/users/new"), data={
+    created = admin.post(action_of(page, "/admin/users/new"), data={
         **form_on(page, "/admin/users/new"), "username": "carol", "password": CAROL_PASSWORD, "role": "user"})
     assert created.status_code == 303, created.text
     person = created.headers["location"]
     page = admin.get(person)
-    reset = admin.post(_action(page, "/password"), data={**form_on(page, "/password"), "password": CAROL_RESET})
+    reset = admin.post(action_of(page, "/password"), data={**form_on(page, "/password"), "password": CAROL_RESET})
     assert reset.status_code == 303, reset.text
     page = admin.get("/admin/clients/rotate", params={"client_id": seeded.machine[0]})
-    rotated = admin.post(_action(page, "/admin/clients/rotate"), data=form_on(page, "/admin/clients/rotate"))
+    rotated = admin.post(action_of(page, "/admin/clients/rotate"), data=form_on(page, "/admin/clients/rotate"))
     assert rotated.status_code == 200, rotated.text
     secret = SHOWN_ONCE.findall(rotated.text)
     assert len(secret) == 1, rotated.text
     with httpx.Client(base_url=str(admin.base_url), event_hooks=admin.event_hooks) as machine:
         tokens(machine.post("/token", auth=(seeded.machine[0], secret[0]), data={"grant_type": "client_credentials"}))
     page = admin.get("/admin/policy")
-    made = admin.post(_action(page, "/admin/policy/tokens"), data={
+    made = admin.post(action_of(page, "/admin/policy/tokens"), data={
         **form_on(page, "/admin/policy/tokens"), "label": "Hygiene agents", "expires_at": ""})
     assert made.status_code == 200 and len(SHOWN_ONCE.findall(made.text)) == 1, made.text
 
