@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from authserver.limits import Limiter
 from authserver.limits.database import DatabaseLimiter
 from authserver.limits.redis import RedisLimiter
 from authserver.limits.shared import _digest
+from authserver.users import repository as users
 from tests.conftest import ISSUER, TEST_SECRET, pg_database
 from tests.live import wait_healthy
 from tests.oauth_helpers import PASSWORD, RESOURCE, count, seed
@@ -175,6 +177,43 @@ def test_password_guessing_split_across_two_nodes_is_throttled_by_the_second(nod
     # Another account is not slowed on either node.
     assert sign_in(nodes.b, "bob", PASSWORD, "203.0.113.12").status_code == 303
     assert sign_in(nodes.a, "bob", PASSWORD, "203.0.113.13").status_code == 303
+
+
+def burst(calls: list[Any]) -> list[Any]:
+    """Run every call at once (one thread each, released together); their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_registration_burst_on_two_nodes_at_once_creates_no_more_than_the_limit(nodes: Nodes) -> None:
+    before = count(nodes.db, "clients")
+    flooder = "198.51.100.70"
+    answers = burst([lambda node=node: register(node, flooder) for node in (nodes.a, nodes.b) * 5])
+    assert sorted(r.status_code for r in answers) == [201] * REGISTRATIONS + [429] * (10 - REGISTRATIONS)
+    assert count(nodes.db, "clients") - before == REGISTRATIONS
+
+
+def test_a_guessing_burst_on_two_nodes_at_once_learns_no_more_verdicts_than_the_budget(nodes: Nodes) -> None:
+    """Each attempt takes its place in the username's count before argon2 runs, and past the free
+    budget only the one that takes the back-off hold goes on: racing nodes learn no more."""
+    with nodes.db.session() as s:
+        users.create_user(s, "carol", PASSWORD)
+    answers = burst([lambda node=node, n=n: sign_in(node, "carol", WRONG, f"203.0.113.{100 + n}")
+                     for n, node in enumerate((nodes.a, nodes.b) * 6)])
+    verdicts = sorted((r.status_code, error_of(r.text)) for r in answers)
+    assert verdicts == sorted([(401, BAD_LOGIN)] * ACCOUNT_FAILURES + [(401, THROTTLED)] * (12 - ACCOUNT_FAILURES))
+    assert sign_in(nodes.b, "carol", PASSWORD, "203.0.113.99").status_code == 401  # and the account now waits
 
 
 def machine_client(db: Database) -> tuple[str, str]:
