@@ -69,6 +69,14 @@ def test_a_window_counts_its_hits_and_starts_over_after_its_seconds(limiter: Lim
     assert limiter.hit("w", 1) == Count(1, 1)  # a new window, from this hit
 
 
+def test_a_fresh_window_answers_its_length_as_retry_after_and_not_a_second_more(limiter: Limiter) -> None:
+    """In memory, ``(now + 600) - now`` is often 600.0000000001 in floating point: the wait must
+    still say 600 (it said 601 for about one key in four)."""
+    assert {limiter.hit(f"fresh-{n}", 600).retry_after for n in range(50)} == {600}
+    assert Count.of(1, 600.0000001) == Count(1, 600) and Count.of(1, 600.002) == Count(1, 601)
+    assert Count.of(1, 0.0001) == Count(1, 1)
+
+
 def test_a_later_hit_does_not_move_the_window_unless_it_extends_it(limiter: Limiter) -> None:
     """Fixed windows from the first hit; ``extend`` restarts it at the latest (failure memories)."""
     limiter.hit("fixed", 1)
