@@ -102,6 +102,8 @@ class FlakyRedis:
 
     def close(self) -> None:
         self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close alone does not)
         self._listener.close()
 
 
