@@ -47,7 +47,9 @@ class Count:
     def of(count: int, remaining_seconds: float) -> Count:
         if count <= 0 and remaining_seconds <= 0:
             return Count(0, 0)
-        return Count(count, max(1, math.ceil(remaining_seconds)))
+        # Whole milliseconds first (Redis's precision): float noise in ``(now + window) - now`` must
+        # not round a fresh window of 600 s up to a Retry-After of 601.
+        return Count(count, max(1, math.ceil(round(remaining_seconds, 3))))
 
 
 NONE = Count(0, 0)
