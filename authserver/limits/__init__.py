@@ -85,7 +85,9 @@ def key(secret: str, *parts: str) -> str:
     """A fixed-length key for values a client chose (a typed username, a client_id): HMAC-SHA-256
     with the server's secret, so the store never holds what was typed (often a password) and its
     entries cannot be matched against guesses without the secret."""
-    digest = hmac.new(secret.encode(), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+    # Each part length-prefixed: ("a", "b") and ("a\0b",) are different keys whatever the parts hold.
+    message = b"".join(len(data).to_bytes(4, "big") + data for data in (part.encode() for part in parts))
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
     return digest[:40]
 
 

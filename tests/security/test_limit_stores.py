@@ -213,6 +213,9 @@ def test_a_key_is_fixed_length_and_holds_nothing_it_was_made_of() -> None:
     assert limits.key("another secret" * 3, "signin-username", typed) != made
     assert limits.key(TEST_SECRET, "signin-username", typed + " ") != made
     assert limits.key(TEST_SECRET, "address", typed) != made
+    # Parts cannot run into each other, whatever they hold.
+    assert limits.key(TEST_SECRET, "a", "b") != limits.key(TEST_SECRET, "a\0b")
+    assert limits.key(TEST_SECRET, "ab", "c") != limits.key(TEST_SECRET, "a", "bc")
 
 
 def test_memory_counters_stay_bounded_dropping_expired_keys_first(monkeypatch: pytest.MonkeyPatch) -> None:
