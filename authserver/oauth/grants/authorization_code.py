@@ -31,6 +31,11 @@ def exchange(session: Session, services: Services, client: Client, params: Param
     if row is None:
         raise InvalidGrant(INVALID_CODE, detail="unknown code")
     if row.used_at is not None:
+        if row.dpop_jkt is not None and row.dpop_jkt != jkt:
+            # RFC 9449 §10: a bound code could only ever be redeemed with its key, so a replay
+            # without that key proves no theft of tokens; revoking them would let whoever copied
+            # the used code (history, a Referer, a log) sign the person out.
+            raise InvalidGrant(INVALID_CODE, detail="used code replayed without its dpop_jkt key; nothing revoked")
         _replayed(session, row, client, ip)
     if row.client_id != client.client_id:
         raise InvalidGrant(INVALID_CODE, detail=f"code of {row.client_id!r} presented by {client.client_id!r}")
