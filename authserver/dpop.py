@@ -72,10 +72,11 @@ def has_dpop_header(request: Request) -> bool:
 class TokenEndpointProofs:
     """Checks the proofs sent to one app's token endpoint."""
 
-    def __init__(self, settings: Settings, db: Database, secret: str) -> None:
+    def __init__(self, settings: Settings, db: Database, secret: str, path: str = "/token") -> None:
+        """``path``: the endpoint the proofs are for (``htu``); ``/token``, or ``/revoke`` (see ``revocation``)."""
         self.settings = settings
         self.db = db
-        self.url = settings.endpoint("/token")
+        self.url = settings.endpoint(path)
         self.nonces = StatelessNonces(secret.encode(), settings.dpop_nonce_seconds)
 
     async def check(self, request: Request) -> Proof:

@@ -444,3 +444,56 @@ def test_unsafe_dpop_windows_are_a_config_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings()
+
+
+# ---- a thief without the key cannot sign the person out ---------------------------------------------
+
+
+def test_replayed_dpop_jkt_code_without_the_key_revokes_nothing(client: TestClient, world: World) -> None:
+    """A used code bound with ``dpop_jkt`` leaks (history, a Referer, a log): replayed without a proof of
+    the key it proves no theft (the thief could never have redeemed it), so it must not revoke the
+    tokens the key holder got with it."""
+    key = DPoPKey()
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, dpop_jkt=key.jkt))
+    code = query(location)["code"]
+    tokens = redeem(client, code, verifier, key, client_id=world.public_id).json()
+    thief_verifier, _ = pkce_pair()  # the thief has the code only
+    for thief_key in (None, DPoPKey()):
+        refused(redeem(client, code, thief_verifier, thief_key, client_id=world.public_id), "invalid_grant")
+    # The key holder's refresh token still works.
+    assert refresh(client, tokens["refresh_token"], world.public_id, key).status_code == 200
+
+
+def test_replayed_dpop_jkt_code_with_the_key_still_revokes(client: TestClient, world: World) -> None:
+    """RFC 6749 §4.1.2 still holds for whoever proves the key: the code used twice revokes what it issued."""
+    key = DPoPKey()
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, dpop_jkt=key.jkt))
+    code = query(location)["code"]
+    tokens = redeem(client, code, verifier, key, client_id=world.public_id).json()
+    refused(redeem(client, code, verifier, key, client_id=world.public_id), "invalid_grant")
+    refused(refresh(client, tokens["refresh_token"], world.public_id, key), "invalid_grant")
+
+
+def test_bound_refresh_token_revoked_without_the_key_stays_valid(client: TestClient, world: World) -> None:
+    """RFC 7009 lets a public client revoke with its client_id alone: a thief holding a copy of a
+    DPoP-bound refresh token (useless to it at /token) must not end the family without a proof of the key."""
+    key = DPoPKey()
+    token = code_flow(client, world, key).json()["refresh_token"]
+    data = {"token": token, "client_id": world.public_id, "token_type_hint": "refresh_token"}
+    refused(client.post("/revoke", data=data), "invalid_request")
+    refused(client.post("/revoke", data=data, headers={"DPoP": DPoPKey().proof(htu=f"{ISSUER}/revoke")}),
+            "invalid_dpop_proof")
+    refused(client.post("/revoke", data=data, headers={"DPoP": key.proof()}), "invalid_dpop_proof")  # /token's htu
+    assert refresh(client, token, world.public_id, key).status_code == 200
+
+
+def test_bound_refresh_token_revoked_with_a_proof_of_its_key_ends_the_family(client: TestClient,
+                                                                              world: World) -> None:
+    key = DPoPKey()
+    token = code_flow(client, world, key).json()["refresh_token"]
+    response = client.post("/revoke", data={"token": token, "client_id": world.public_id},
+                           headers={"DPoP": key.proof(htu=f"{ISSUER}/revoke")})
+    assert response.status_code == 200, response.text
+    refused(refresh(client, token, world.public_id, key), "invalid_grant")
