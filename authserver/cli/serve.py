@@ -26,11 +26,14 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
         os.environ.update(shorthand)
         load_settings()  # a bad FORWARDED_ALLOW_IPS is one error line now, not one per worker
     # The access log writes no query strings and no interaction ids; the app's loggers follow
-    # AUTHSERVER_LOG_LEVEL (see authserver.logconfig).
+    # AUTHSERVER_LOG_LEVEL (see authserver.logconfig). No WebSocket support (``ws="none"``): the app
+    # serves none, and uvicorn's WebSocket handshake lines (``"WebSocket /path?query" 403``, on its
+    # error logger at INFO, and the websockets library's ``< GET /path?query`` at DEBUG) bypassed the
+    # access log's redaction; an upgrade request is now an ordinary request, logged like one.
     level = ctx.settings.log_level
     uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
-                server_header=False, loop="uvloop", http="httptools", access_log=args.access_log)
+                server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log)
 
 
 def proxy_environment(proxy_headers: bool, environ: Mapping[str, str]) -> dict[str, str]:

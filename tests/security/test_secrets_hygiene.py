@@ -568,3 +568,21 @@ def test_the_access_log_writes_paths_without_query_strings_or_interaction_ids() 
     assert redact_target("/interaction/F-QHlWP04EiKDnGp3on9Xw?x=1") == "/interaction/<id>?<query>"
     assert redact_target("/token") == "/token"
     assert redact_target("/token?") == "/token?<query>"
+
+
+def test_a_websocket_handshake_to_an_interaction_url_leaves_no_secret_in_the_log(db_url: str, tmp_path: Path) -> None:
+    """uvicorn logs WebSocket handshakes itself, outside the access log's redaction: a handshake to
+    ``/interaction/<id>?client_secret=…`` wrote the id and the query in full at the default INFO level."""
+    log = tmp_path / "serve.log"
+    rid, value = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    with server(db_url, log) as url:
+        host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
+        with socket.create_connection((host, port), timeout=10) as sock:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall((f"GET /interaction/{rid}?client_secret={value} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 ")
+    text = log.read_text(errors="replace")
+    assert "/interaction/" in text  # the request was logged (redacted), so the scan below means something
+    assert rid not in text and value not in text, [line for line in text.splitlines() if rid in line or value in line]
