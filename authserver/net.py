@@ -67,12 +67,23 @@ def client_address(conn: HTTPConnection, trusted_proxies: tuple[Network, ...] = 
         return peer
     hops = [hop.strip() for hop in ",".join(conn.headers.getlist("x-forwarded-for")).split(",") if hop.strip()]
     for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
-        candidate = parse_address(hop)
+        candidate = parse_address(without_port(hop))
         if candidate is None:
             return peer  # garbage from the chain is never believed; the proxy itself answers for it
         if not in_networks(candidate, trusted_proxies):
             return str(candidate)
     return peer
+
+
+def without_port(hop: str) -> str:
+    """A forwarded hop without the port some proxies write with it (Azure Application Gateway:
+    ``203.0.113.9:4242``, ``[2001:db8::1]:4242``). Read as garbage, such a hop made every client the
+    proxy itself: one address for every limit, and inside any allow-list that admits the proxy."""
+    if hop.startswith("["):
+        address, bracket, rest = hop[1:].partition("]")
+        return address if bracket and (not rest or (rest[0] == ":" and rest[1:].isdigit())) else hop
+    address, colon, port = hop.partition(":")
+    return address if colon and port.isdigit() and ":" not in port else hop
 
 
 def address_group(ip: str | None) -> str | None:

@@ -85,3 +85,29 @@ def test_a_proof_jti_is_spent_once_across_databases_sessions(db: Database) -> No
     with db.session() as session:
         assert replay.purge(session, utcnow() + timedelta(minutes=10)) == 3
     assert replay.claim(db, "dpop", "jkt-a", "jti-1", later) is True
+
+
+def test_forwarded_hops_with_a_port_are_read_as_their_address() -> None:
+    assert client_address(_conn("10.0.0.2", "198.51.100.1:4242"), PROXIES) == "198.51.100.1"
+    assert client_address(_conn("10.0.0.2", "[2001:db8::7]:4242"), PROXIES) == "2001:db8::7"
+    assert client_address(_conn("10.0.0.2", "[2001:db8::7]"), PROXIES) == "2001:db8::7"
+    assert client_address(_conn("10.0.0.2", "2001:db8::7"), PROXIES) == "2001:db8::7"
+    assert client_address(_conn("10.0.0.2", "198.51.100.1, 10.0.0.7:80"), PROXIES) == "198.51.100.1"
+    assert client_address(_conn("10.0.0.2", "198.51.100.1:x"), PROXIES) == "10.0.0.2"
+
+
+def test_outsider_behind_a_proxy_writing_ports_does_not_pass_for_the_proxy_at_the_console(db_url: str) -> None:
+    """A proxy that forwards ``ip:port`` (Azure Application Gateway does) made every client the proxy
+    itself: with the proxy's network in the console's allow-list, anyone outside reached /admin."""
+    settings = make_settings(db_url, trusted_proxies=["10.0.0.0/8"], admin_allowed_ips=["10.0.0.0/8"])
+    db = Database(db_url)
+    try:
+        app = create_app(settings, db=db)
+        with TestClient(app, base_url=ISSUER, client=("10.0.0.5", 5000), follow_redirects=False) as client:
+            inside = client.get("/admin", headers={"X-Forwarded-For": "10.1.2.3:50123"})
+            assert inside.status_code != 403  # an address inside the list still gets in (to sign in)
+            outside = client.get("/admin", headers={"X-Forwarded-For": "203.0.113.9:50123"})
+            assert outside.status_code == 403, outside.status_code
+            assert "cannot be reached from this address" in outside.text
+    finally:
+        db.dispose()
