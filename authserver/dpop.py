@@ -72,11 +72,10 @@ def has_dpop_header(request: Request) -> bool:
 class TokenEndpointProofs:
     """Checks the proofs sent to one app's token endpoint."""
 
-    def __init__(self, settings: Settings, db: Database, secret: str, path: str = "/token") -> None:
-        """``path``: the endpoint the proofs are for (``htu``); ``/token``, or ``/revoke`` (see ``revocation``)."""
+    def __init__(self, settings: Settings, db: Database, secret: str) -> None:
         self.settings = settings
         self.db = db
-        self.url = settings.endpoint(path)
+        self.url = settings.endpoint("/token")
         self.nonces = StatelessNonces(secret.encode(), settings.dpop_nonce_seconds)
 
     async def check(self, request: Request) -> Proof:

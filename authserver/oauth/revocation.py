@@ -3,13 +3,6 @@
 A client may revoke only its own tokens. Unknown, foreign or already dead tokens get
 the same 200 (§2.2), so the endpoint reveals nothing. Revoking a refresh token ends its
 family; revoking an access token puts its ``jti`` on the deny list until it expires.
-
-A refresh family bound to a DPoP key (a public client's, RFC 9449 §5) is ended only by a request
-carrying a valid proof of that key (``DPoP`` header, ``htu`` this endpoint): a public client
-authenticates with its client_id alone, so without this anyone holding a copy of the token,
-useless to them at ``/token``, could still sign the person out of the app. Such a request without
-a proof is ``invalid_request``, with another key's ``invalid_dpop_proof`` (400, nothing revoked),
-so the client learns that the revocation did not happen.
 """
 
 from __future__ import annotations
@@ -21,12 +14,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from authserver import dpop
 from authserver.audit.log import record
 from authserver.clients.models import Client
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
-from authserver.errors import NO_STORE, InvalidDPoPProof, InvalidRequest
+from authserver.errors import NO_STORE
 from authserver.oauth.client_auth import authenticate_client, read_client_request
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
@@ -41,16 +33,11 @@ def router(registry: ClientRegistry) -> APIRouter:
     async def revoke(request: Request, services: ServicesDep) -> Response:
         params = await read_client_request(request, registry, services.assertions)
         ip = request.client.host if request.client else None
-        proof = None
-        if dpop.has_dpop_header(request):
-            proofs = dpop.TokenEndpointProofs(services.settings, services.db, services.secret, "/revoke")
-            proof = await proofs.check(request)
-        jkt = proof.jkt if proof is not None else None
 
         def work() -> None:
             with services.db.session() as session:
                 client = authenticate_client(session, registry, request, params)
-                revoke_token(session, services, client, params, ip, jkt)
+                revoke_token(session, services, client, params, ip)
 
         await run_in_threadpool(work)
         return Response(status_code=200, headers=NO_STORE)
@@ -58,9 +45,7 @@ def router(registry: ClientRegistry) -> APIRouter:
     return api
 
 
-def revoke_token(session: Session, services: Services, client: Client, params: Params, ip: str | None,
-                 jkt: str | None = None) -> None:
-    """``jkt``: the thumbprint of the request's DPoP proof key, if it sent one."""
+def revoke_token(session: Session, services: Services, client: Client, params: Params, ip: str | None) -> None:
     token = require(params, "token")
     # The hint only orders the look-ups (§2.1); both kinds are always tried.
     kinds = ["access_token", "refresh_token"]
@@ -73,7 +58,6 @@ def revoke_token(session: Session, services: Services, client: Client, params: P
             if info is None:
                 continue
             if info.row.client_id == client.client_id:
-                _require_bound_key(info.row.dpop_jkt, jkt)
                 refresh.revoke_family(session, info.row.family_id, now)
                 record(session, "token.revoked", client_id=client.client_id, ip=ip, token_type="refresh_token",
                        family=str(info.row.family_id))
@@ -87,13 +71,3 @@ def revoke_token(session: Session, services: Services, client: Client, params: P
             record(session, "token.revoked", client_id=client.client_id, ip=ip, token_type="access_token",
                    jti=access.claims["jti"])
         return
-
-
-def _require_bound_key(bound: str | None, jkt: str | None) -> None:
-    if bound is None or bound == jkt:
-        return
-    if jkt is None:
-        raise InvalidRequest("this refresh token is DPoP-bound: revoke it with a DPoP proof of its key",
-                             detail=f"revocation of a family bound to {bound} without a proof")
-    raise InvalidDPoPProof("the refresh token is bound to another DPoP key",
-                           detail=f"revocation of a family bound to {bound} with a proof of {jkt}")
