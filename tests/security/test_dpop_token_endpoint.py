@@ -444,3 +444,45 @@ def test_unsafe_dpop_windows_are_a_config_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings()
+
+
+# ---- a thief without the key cannot sign the person out with a used code --------------------------
+
+
+def test_replayed_dpop_jkt_code_without_the_key_revokes_nothing(client: TestClient, world: World) -> None:
+    """A used code bound with ``dpop_jkt`` leaks (history, a Referer, a log): replayed without a proof of
+    the key it proves no theft (the thief could never have redeemed it), so it must not revoke the
+    tokens the key holder got with it."""
+    key = DPoPKey()
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, dpop_jkt=key.jkt))
+    code = query(location)["code"]
+    tokens = redeem(client, code, verifier, key, client_id=world.public_id).json()
+    thief_verifier, _ = pkce_pair()  # the thief has the code only
+    for thief_key in (None, DPoPKey()):
+        refused(redeem(client, code, thief_verifier, thief_key, client_id=world.public_id), "invalid_grant")
+    # The key holder's refresh token still works.
+    assert refresh(client, tokens["refresh_token"], world.public_id, key).status_code == 200
+
+
+def test_replayed_dpop_jkt_code_with_the_key_still_revokes(client: TestClient, world: World) -> None:
+    """RFC 6749 §4.1.2 still holds for whoever proves the key: the code used twice revokes what it issued."""
+    key = DPoPKey()
+    verifier, challenge = pkce_pair()
+    location = run_flow(client, authorize_params(world.public_id, challenge, dpop_jkt=key.jkt))
+    code = query(location)["code"]
+    tokens = redeem(client, code, verifier, key, client_id=world.public_id).json()
+    refused(redeem(client, code, verifier, key, client_id=world.public_id), "invalid_grant")
+    refused(refresh(client, tokens["refresh_token"], world.public_id, key), "invalid_grant")
+
+
+def test_a_dpop_clients_revocation_without_a_proof_is_honoured(client: TestClient, world: World) -> None:
+    """RFC 9449 defines no proof at /revoke and clients send none at sign-out: their revocation must
+    work (a refusal would leave the token alive). A thief with a copy can therefore end the family,
+    which only signs the person out: the token itself stays useless to the thief."""
+    key = DPoPKey()
+    token = code_flow(client, world, key).json()["refresh_token"]
+    response = client.post("/revoke", data={"token": token, "client_id": world.public_id,
+                                            "token_type_hint": "refresh_token"})
+    assert response.status_code == 200, response.text
+    refused(refresh(client, token, world.public_id, key), "invalid_grant")
