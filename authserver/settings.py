@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     code_ttl: int = Field(default=60, ge=5, le=600)
     authorization_request_ttl: int = Field(default=600, ge=60, le=3600)
     # Unfinished, unexpired authorization requests (see interaction.flow.start): per browser (beyond
-    # it the oldest is dropped, its tab then says "expired") and per client address (IPv4 address or
+    # it the oldest is dropped, its tab then says "unknown request") and per client address (IPv4 address or
     # IPv6 /64; beyond it /authorize answers 429). Counted in the shared database, so across nodes.
     pending_requests_per_browser: int = Field(default=20, ge=1, le=1000)
     pending_requests_per_ip: int = Field(default=200, ge=1)
