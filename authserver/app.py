@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(signin.router(services.cookies), prefix=prefix)
     app.include_router(account.router(services.cookies), prefix=prefix)
     app.include_router(admin.router(services.cookies, parse_networks(settings.admin_allowed_ips)), prefix=prefix)
-    app.include_router(home.router(prefix))  # at the host's root: browsers ask there
+    app.include_router(home.router(services.cookies, prefix))  # paths of its own: /favicon.ico is at the root
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[])

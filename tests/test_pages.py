@@ -250,3 +250,56 @@ def test_error_page_details_in_korean(client: TestClient, db: Database) -> None:
     assert_error_page_not_redirect(page, db)
     assert "요청한 돌아갈 주소 (redirect_uri)" in page.text and "앱 (client_id)" in page.text
     assert "이 로그인 서비스는 authserver에서 운영합니다." in page.text
+
+
+# --- the home page --------------------------------------------------------------------------------
+
+
+def links(html: str) -> list[str]:
+    return [h.replace("&amp;", "&") for h in re.findall(r'<a [^>]*href="([^"]*)"', html)]
+
+
+def test_root_names_the_server_and_offers_sign_in_and_the_account(db_url: str, db: Database) -> None:
+    seed(db)
+    with app_client(db_url, db, display_name=HOSTILE_NAME) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["content-security-policy"] == STRICT_CSP
+        assert f"<h1>{ESCAPED_NAME}</h1>" in page.text and "<script>" not in page.text
+        assert {"/login", "/account", "/.well-known/oauth-authorization-server"} <= set(links(page.text))
+        assert 'action="/logout"' not in page.text  # nobody to sign out
+        # The sign-in link leads to the account page.
+        form = sign_in_form(client, "/account")
+        done = client.post("/login", data={**dict(form.fields), "username": "alice", "password": PASSWORD})
+        assert done.headers["location"] == "/account"
+        assert count(db, "login_sessions") == 1
+        signed_in = client.get("/")
+        assert "You are signed in as <strong>alice</strong>." in signed_in.text
+        assert "/account" in links(signed_in.text) and "/admin" not in links(signed_in.text)
+        [signout] = [f for f in parse_forms(signed_in.text) if f.action == "/logout"]
+        assert client.post("/logout", data=dict(signout.fields)).status_code == 200
+        assert count(db, "login_sessions") == 0
+
+
+def test_root_links_the_console_for_those_who_may_read_it(db_url: str, db: Database) -> None:
+    make_user(db, "root", "admin")
+    make_user(db, "reader", "auditor")
+    with app_client(db_url, db) as client:
+        for username in ("root", "reader"):
+            assert console_sign_in(client, username, next_path="/admin").status_code == 303
+            assert "/admin" in links(client.get("/").text), username
+            client.cookies.clear()
+
+
+def test_root_under_an_issuer_path_and_in_korean(db_url: str, db: Database) -> None:
+    with app_client(db_url, db, issuer="http://127.0.0.1:8000/tenant") as client:
+        for path in ("/tenant/", "/tenant"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert {"/tenant/login", "/tenant/account", "/.well-known/oauth-authorization-server/tenant"} <= set(
+                links(page.text))
+        assert client.get("/").status_code == 404  # the host's root is not ours to answer
+        client.cookies.set("authserver_lang", "ko")
+        korean = client.get("/tenant/")
+        assert '<html lang="ko">' in korean.text and "<strong>authserver</strong>의 로그인 서비스입니다." in korean.text
