@@ -303,3 +303,48 @@ def test_root_under_an_issuer_path_and_in_korean(db_url: str, db: Database) -> N
         client.cookies.set("authserver_lang", "ko")
         korean = client.get("/tenant/")
         assert '<html lang="ko">' in korean.text and "<strong>authserver</strong>의 로그인 서비스입니다." in korean.text
+
+
+# --- signing out ------------------------------------------------------------------------------------
+
+
+def test_get_logout_asks_with_a_csrf_protected_button_and_signs_nobody_out(db_url: str, db: Database) -> None:
+    seed(db)
+    with app_client(db_url, db, display_name=HOSTILE_NAME) as client:
+        form = sign_in_form(client)
+        client.post("/login", data={**dict(form.fields), "username": "alice", "password": PASSWORD})
+        page = client.get("/logout")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-store" and page.headers["content-security-policy"] == STRICT_CSP
+        assert "Sign out?" in page.text and "<strong>alice</strong>" in page.text and ESCAPED_NAME in page.text
+        assert count(db, "login_sessions") == 1  # a GET (a link from anywhere) signs nobody out
+        [button] = [f for f in parse_forms(page.text) if f.action == "/logout"]
+        assert button.value("csrf") and re.search(r'<form method="post" action="/logout">', page.text)
+        # Without this session's token the POST is refused, and the session lives on.
+        for forged in ({}, {"csrf": "forged"}):
+            refused = client.post("/logout", data=forged)
+            assert refused.status_code == 403 and "Form expired" in refused.text
+        assert count(db, "login_sessions") == 1
+        done = client.post("/logout", data=dict(button.fields))
+        assert done.status_code == 200 and done.headers["content-type"].startswith("text/html")
+        assert "You are signed out." in done.text
+        assert "/login" in links(done.text)  # Sign in again
+        assert 'authserver_session=""' in done.headers["set-cookie"] or "Max-Age=0" in done.headers["set-cookie"]
+        assert count(db, "login_sessions") == 0
+        assert sql(db, "SELECT event FROM audit_events ORDER BY id") == [("login.succeeded",), ("logout",)]
+        # Signed out: the page says so and offers to sign in again.
+        again = client.get("/logout")
+        assert again.status_code == 200 and "You are not signed in" in again.text
+        assert "/login" in links(again.text) and 'action="/logout"' not in again.text
+
+
+def test_sign_out_pages_in_korean(client: TestClient, db: Database) -> None:
+    seed(db)
+    client.cookies.set("authserver_lang", "ko")
+    assert "로그인되어 있지 않습니다" in client.get("/logout").text
+    form = sign_in_form(client)
+    client.post("/login", data={**dict(form.fields), "username": "alice", "password": PASSWORD})
+    page = client.get("/logout")
+    assert "로그아웃할까요?" in page.text and "<strong>alice</strong>(으)로 로그인되어 있습니다." in page.text
+    [button] = [f for f in parse_forms(page.text) if f.action == "/logout"]
+    assert "로그아웃되었습니다." in client.post("/logout", data=dict(button.fields)).text
