@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     app = AuthServer(title="authserver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
-    app.state.templates = templates(TEMPLATES, settings.issuer_path)
+    app.state.templates = templates(TEMPLATES, settings)
     install_error_handlers(app)
 
     from authserver.account import routes as account
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     from authserver.oauth import discovery, introspection, registration, revocation, token, tool_calls
     from authserver.oauth.metadata import discovery_paths
     from authserver.oauth.registry import ClientRegistry
-    from authserver.web import signin
+    from authserver.web import home, signin
 
     registry = ClientRegistry(settings, policy=services.policy, limits=services.limits)
     # Endpoints live under the issuer's path (the metadata names them so); discovery URLs are
@@ -88,7 +88,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     hot_stack: ASGIApp = BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]), max_bytes=settings.max_body_bytes)
     if proxies:
         hot_stack = TrustedProxies(hot_stack, proxies)
-    app.use_hot_lane(hot, SecurityHeaders(HeaderLimit(hot_stack), hsts=settings.is_https))
+    images = (settings.logo_origin,) if settings.logo_origin else ()
+    app.use_hot_lane(hot, SecurityHeaders(HeaderLimit(hot_stack), hsts=settings.is_https, image_origins=images))
     app.include_router(revocation.router(registry), prefix=prefix)
     app.include_router(tool_calls.router(registry), prefix=prefix)
     # Always mounted: it answers per the registration policy of the moment (see its docstring).
@@ -97,6 +98,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(signin.router(services.cookies), prefix=prefix)
     app.include_router(account.router(services.cookies), prefix=prefix)
     app.include_router(admin.router(services.cookies, parse_networks(settings.admin_allowed_ips)), prefix=prefix)
+    app.include_router(home.router(services.cookies, prefix))  # paths of its own: /favicon.ico is at the root
     app.mount(f"{prefix}/static", StaticFiles(directory=str(STATIC)), name="static")
 
     app.add_middleware(PublicCORS, paths=cors_paths, prefixes=[])
@@ -106,15 +108,21 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         app.add_middleware(TrustedProxies, networks=proxies)
     # Outside everything that reads headers (TrustedProxies included), inside the security headers.
     app.add_middleware(HeaderLimit)
-    app.add_middleware(SecurityHeaders, hsts=settings.is_https)
+    app.add_middleware(SecurityHeaders, hsts=settings.is_https, image_origins=images)
     return app
 
 
-def templates(directory: Path, issuer_path: str = "") -> Jinja2Templates:
-    """Jinja2 with autoescaping and gettext: the one template environment of every page."""
+def templates(directory: Path, settings: Settings) -> Jinja2Templates:
+    """Jinja2 with autoescaping and gettext: the one template environment of every page.
+
+    Every page names the operator (``display_name``, with ``logo_src`` when set) and links our
+    favicon, so a person can tell whose server they are signing in to.
+    """
     engine = Jinja2Templates(directory=str(directory))
     i18n.install(engine.env)
-    engine.env.globals["prefix"] = issuer_path  # pages link to our routes under the issuer's path
+    engine.env.globals["prefix"] = settings.issuer_path  # pages link to our routes under the issuer's path
+    engine.env.globals["display_name"] = settings.display_name
+    engine.env.globals["logo_src"] = settings.logo_src()
     return engine
 
 

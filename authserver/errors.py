@@ -8,6 +8,7 @@ render. Each error has a public ``description`` (sent to the client) and a priva
 from __future__ import annotations
 
 import logging
+import unicodedata
 from typing import Any
 from urllib.parse import urlencode
 
@@ -173,14 +174,33 @@ class ErrorPage(Exception):
     """An error shown to the person, never redirected: unknown client, bad redirect URI, bad CSRF."""
 
     def __init__(self, title: str, message: str, *, status_code: int = 400, detail: str | None = None,
-                 params: dict[str, str] | None = None) -> None:
-        """``title`` and ``message`` are message ids (English); ``params`` fill ``%(name)s`` after translation."""
+                 params: dict[str, str] | None = None, client_id: str | None = None,
+                 redirect_uri: str | None = None) -> None:
+        """``title`` and ``message`` are message ids (English); ``params`` fill ``%(name)s`` after translation.
+
+        ``client_id`` and ``redirect_uri``: what the request sent, shown to the app's developer as
+        text (escaped like everything on a page; the redirect URI is never a link, and never
+        redirected to). Only values the request itself carried belong here, never anything the
+        server stores about the client (its registered redirect URIs stay private). Anyone can
+        make a link that puts words here, so they are labelled as what they are, in code type,
+        with invisible and direction-changing characters written out (``as_sent``).
+        """
         super().__init__(message)
         self.title = title
         self.message = message
         self.params = params
         self.status_code = status_code
         self.detail = detail
+        self.client_id = client_id
+        self.redirect_uri = redirect_uri
+
+
+def as_sent(value: str | None) -> str | None:
+    """A request's value as the developer should read it: format characters (bidi overrides,
+    zero-width spaces) and line separators written as ``\\uXXXX``, so what shows is what came."""
+    if value is None:
+        return None
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cf", "Zl", "Zp") else ch for ch in value)
 
 
 def append_query(uri: str, params: dict[str, str]) -> str:
@@ -224,7 +244,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return templates.TemplateResponse(
             request, "error.html", {"title": gettext_for(request, exc.title),
                                     "message": gettext_for(request, exc.message) % exc.params
-                                    if exc.params else gettext_for(request, exc.message)},
+                                    if exc.params else gettext_for(request, exc.message),
+                                    "client_id": as_sent(exc.client_id), "redirect_uri": as_sent(exc.redirect_uri),
+                                    "issuer": request.app.state.services.settings.issuer},
             status_code=exc.status_code, headers=NO_STORE,
         )
 

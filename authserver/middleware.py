@@ -7,24 +7,34 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+
+def content_security_policy(image_origins: tuple[str, ...] = ()) -> bytes:
+    """No inline script anywhere; pages work without JavaScript. Script files of our own
+    (`script-src 'self'`: the console's Copy button) only enhance a page. `form-action` is
+    left out on purpose: browsers apply it to the redirect that follows a consent POST,
+    which must go to the client's (registered) redirect URI.
+
+    ``image_origins``: exact https origins images may also come from; only an operator's https
+    logo (``Settings.logo_origin``) is ever one, never a wildcard.
+    """
+    images = " ".join(["'self'", "data:", *image_origins])
+    return (f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; frame-ancestors 'none'; "
+            "base-uri 'none'").encode("ascii")
+
+
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
-    # No inline script anywhere; pages work without JavaScript. Script files of our own
-    # (`script-src 'self'`: the console's Copy button) only enhance a page. `form-action` is
-    # left out on purpose: browsers apply it to the redirect that follows a consent POST,
-    # which must go to the client's (registered) redirect URI.
-    (b"content-security-policy",
-     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-     b"base-uri 'none'"),
+    (b"content-security-policy", content_security_policy()),
 ]
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False, image_origins: tuple[str, ...] = ()) -> None:
         self.app = app
-        self.headers = list(SECURITY_HEADERS)
+        self.headers = [(n, content_security_policy(image_origins) if n == b"content-security-policy" else v)
+                        for n, v in SECURITY_HEADERS]
         if hsts:
             self.headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
 

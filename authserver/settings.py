@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import secrets
+import unicodedata
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     code_ttl: int = Field(default=60, ge=5, le=600)
     authorization_request_ttl: int = Field(default=600, ge=60, le=3600)
     # Unfinished, unexpired authorization requests (see interaction.flow.start): per browser (beyond
-    # it the oldest is dropped, its tab then says "expired") and per client address (IPv4 address or
+    # it the oldest is dropped, its tab then says "unknown request") and per client address (IPv4 address or
     # IPv6 /64; beyond it /authorize answers 429). Counted in the shared database, so across nodes.
     pending_requests_per_browser: int = Field(default=20, ge=1, le=1000)
     pending_requests_per_ip: int = Field(default=200, ge=1)
@@ -140,6 +141,67 @@ class Settings(BaseSettings):
     # cross-origin (CORS). Empty by default: MCP clients are not browsers, and open CORS would let
     # any page register clients from its visitors' addresses.
     registration_cors_origins: list[str] = Field(default_factory=list)
+    # Who runs this server, in the header of every page (sign-in, consent, errors, account,
+    # console) and in its title. Plain text (escaped where shown), one line.
+    display_name: str = Field(default="authserver", min_length=1, max_length=80)
+    # An optional logo beside the name (see ``_logo_is_safe``): a file under our static files, an
+    # https:// image (its origin is then added to the pages' CSP img-src) or a data:image URI.
+    logo_url: str | None = Field(default=None, max_length=64 * 1024)
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_name_is_one_line(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        # Control, format (bidi overrides, zero-width), separator and surrogate characters.
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
+            raise ValueError("must be one line of printable text (no control or direction-changing characters)")
+        return value
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo_is_safe(cls, value: str | None) -> str | None:
+        """Where the pages' ``<img>`` may load the logo from, without loosening their CSP for anything else.
+
+        * ``/static/NAME`` (or ``static/NAME``): a file under ``templates/static``, served by us, so
+          ``img-src 'self'`` covers it and no visitor's browser talks to anyone else. Stored as
+          ``static/NAME``; the pages put it under the issuer's path.
+        * ``https://host/path``: that one origin is added to ``img-src`` (``logo_origin``) and
+          nothing else; images cannot run script, and ``Referrer-Policy: no-referrer`` keeps the
+          page's address from the logo's host, which still sees each visitor's address and time.
+        * ``data:image/png;base64,…`` (png, jpeg, gif, webp or svg+xml): inline, already allowed
+          by ``img-src data:``; an SVG shown through ``<img>`` runs no script.
+
+        Anything else (``http:``, ``javascript:``, userinfo, a path outside the static files) is
+        refused at start-up rather than shown broken or blocked on every page.
+        """
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("data:"):
+            if not re.fullmatch(r"data:image/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}", value):
+                raise ValueError("a data: logo must be data:image/(png|jpeg|gif|webp|svg+xml);base64,…")
+            return value
+        if value.startswith("https://"):
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 - raises on a malformed port
+            except ValueError:
+                raise ValueError("not a valid https URL") from None
+            if (not re.fullmatch(r"[A-Za-z0-9\-._~:/?\[\]@!$&()*+,;=%]+", value) or parts.username
+                    or parts.password or not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", parts.hostname or "")):
+                raise ValueError("an https logo URL needs a plain DNS host (punycode for IDNs), no userinfo, "
+                                 "quotes, spaces or fragment")
+            return value
+        relative = value.removeprefix("/")
+        if relative.startswith("static/"):
+            static = (Path(__file__).resolve().parent.parent / "templates" / "static").resolve()
+            target = (static / relative.removeprefix("static/")).resolve()
+            if static not in target.parents or not target.is_file() or re.search(r"[^A-Za-z0-9._/-]", relative):
+                raise ValueError(f"{value!r} is no file under the static files ({static})")
+            return relative
+        raise ValueError("the logo must be /static/NAME (a file of ours), an https:// URL or a data:image URI")
 
     @field_validator("issuer")
     @classmethod
@@ -220,6 +282,20 @@ class Settings(BaseSettings):
     def issuer_path(self) -> str:
         """The issuer's path without trailing slash ('' for a host-only issuer)."""
         return urlsplit(self.issuer).path.rstrip("/")
+
+    @property
+    def logo_origin(self) -> str | None:
+        """The origin the pages' CSP must allow images from: an https logo's, else None."""
+        if not self.logo_url or not self.logo_url.startswith("https://"):
+            return None
+        parts = urlsplit(self.logo_url)
+        return f"https://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+    def logo_src(self) -> str | None:
+        """The logo as the pages' ``<img src>``: a static file under the issuer's path."""
+        if self.logo_url and self.logo_url.startswith("static/"):
+            return f"{self.issuer_path}/{self.logo_url}"
+        return self.logo_url
 
     def endpoint(self, path: str) -> str:
         return f"{self.issuer}{path}"

@@ -37,6 +37,8 @@ SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 PASSWORD = "correct horse battery staple"
 RESOURCE = "https://calendar.example.com/mcp"
 CALLBACK_PATH = "/callback"
+DISPLAY_NAME = "Example Health"  # AUTHSERVER_DISPLAY_NAME: who runs the server, on every page
+LOGO = "/static/favicon.svg"  # AUTHSERVER_LOGO_URL: any file under templates/static
 VERIFIER = secrets.token_urlsafe(48)
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
 
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     migrate.upgrade(db)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        with serve(lambda base: create_app(Settings(issuer=base, database_url=url, secret_key="s" * 48), db=db)) \
+        with serve(lambda base: create_app(Settings(issuer=base, database_url=url, secret_key="s" * 48,
+                                                    display_name=DISPLAY_NAME, logo_url=LOGO), db=db)) \
                 as issuer, sync_playwright() as p:
             callback = f"{issuer}{CALLBACK_PATH}"  # any page of ours: the code lands in its query
             client_id = seed(db, callback)
@@ -101,9 +104,16 @@ def main(argv: list[str] | None = None) -> None:
                 "response_type": "code", "client_id": client_id, "redirect_uri": callback,
                 "code_challenge": CHALLENGE, "code_challenge_method": "S256",
                 "state": "s", "resource": RESOURCE, "scope": "read:calendar write:calendar"})
-            # The person: sign-in and consent (English and Korean), then their account pages.
+            # The person: the home page, sign-in and consent (English and Korean), then their account pages.
             person = shots.context("en-US")
             page = person.new_page()
+            page.goto(f"{issuer}/")
+            shots.take(page, "home")
+            # An app asks to return somewhere it never registered: an error page, never a redirect.
+            page.goto(f"{issuer}/authorize?" + urlencode({
+                "response_type": "code", "client_id": client_id, "redirect_uri": "https://attacker.example/callback",
+                "code_challenge": CHALLENGE, "code_challenge_method": "S256", "resource": RESOURCE}))
+            shots.take(page, "error")
             page.goto(authorize)
             shots.take(page, "signin")
             page.fill("#username", "alice")
@@ -141,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, path in (("account-ko", "/account"), ("account-activity-ko", "/account/activity")):
                 kpage.goto(issuer + path)
                 shots.take(kpage, name)
+            page.goto(f"{issuer}/logout")  # signing out asks first
+            shots.take(page, "signout")
             # After a lock: the owner is told at their next sign-in.
             owner = shots.context("en-US").new_page()
             owner.goto(f"{issuer}/login?next=/account")

@@ -19,6 +19,7 @@ from authserver.clients import repository as clients
 from authserver.db import Database
 from authserver.interaction import consents
 from authserver.interaction.models import AuthorizationRequest
+from authserver.tokens.purge import purge
 from authserver.users import repository as users
 from tests.conftest import ISSUER, make_settings
 from tests.oauth_helpers import (
@@ -500,10 +501,58 @@ def test_completed_request_page_cannot_be_revisited(client: TestClient, db: Data
     assert count(db, "authorization_codes") == 1
 
 
-def test_unknown_interaction_id_shows_error_page(client: TestClient, db: Database) -> None:
+def test_made_up_interaction_id_says_unknown_request_not_expired(client: TestClient, db: Database) -> None:
+    world = seed(db)
+    interaction_page(client, params_for(world))  # a real request exists meanwhile; it changes nothing
+    for rid in ("not-a-real-request", "x" * 500, "", "%00"):
+        page = client.get(f"/interaction/{rid}")
+        if rid == "":
+            assert page.status_code == 404  # no route at all
+            continue
+        assert_error_page(page, 404)
+        assert "Unknown request" in page.text and "expired" not in page.text
+        assert "Desktop Agent" not in page.text and "alice" not in page.text
+    # Its forms too: nothing is signed into or decided for an unknown request.
+    for action in ("login", "consent"):
+        response = client.post(f"/interaction/made-up/{action}", data={"csrf": "x", "username": "alice",
+                                                                       "password": PASSWORD})
+        assert_error_page(response, 404)
+        assert "Unknown request" in response.text
+    assert count(db, "login_sessions") == 0 and count(db, "authorization_codes") == 0
+
+
+def test_expired_or_used_request_says_expired_while_kept_and_unknown_once_purged(
+        client: TestClient, db: Database) -> None:
+    """Known while its row is kept (whatever the browser), unknown once the purge has deleted it."""
+    world = seed(db)
+    used = client.get("/authorize", params=params_for(world)).headers["location"]
+    login(client, client.get(used).text)
+    assert decide(client, client.get(used).text).status_code == 303
+    answered = client.get(used)
+    assert_error_page(answered, 400)
+    assert "This request has expired" in answered.text
+    stale = client.get("/authorize", params=params_for(world)).headers["location"]
+    execute(db, "UPDATE authorization_requests SET expires_at = :past WHERE status <> 'done'",
+            past=datetime.now(UTC) - timedelta(seconds=1))
+    other_browser = TestClient(client.app, base_url=ISSUER, follow_redirects=False)
+    for browser in (client, other_browser):
+        expired = browser.get(stale)
+        assert_error_page(expired, 400)
+        assert "This request has expired" in expired.text
+    with client.app.state.services.db.session() as s:
+        purge(s, datetime.now(UTC) + timedelta(seconds=601), 0)
+    for location in (stale, used):
+        gone = client.get(location)
+        assert_error_page(gone, 404)
+        assert "Unknown request" in gone.text
+
+
+def test_unknown_request_page_in_korean(client: TestClient, db: Database) -> None:
     seed(db)
-    assert_error_page(client.get("/interaction/not-a-real-request"), 400)
-    assert_error_page(client.get("/interaction/" + "x" * 500), 400)
+    client.cookies.set("authserver_lang", "ko")
+    page = client.get("/interaction/made-up")
+    assert_error_page(page, 404)
+    assert "알 수 없는 요청" in page.text and "만료" not in page.text
 
 
 # --- sign-in -------------------------------------------------------------------------------

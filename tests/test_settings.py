@@ -73,3 +73,39 @@ def test_unusable_environment_values_are_one_config_error(monkeypatch: pytest.Mo
 
 def test_log_level_is_case_insensitive() -> None:
     assert load_settings(log_level="DEBUG").log_level == "debug"
+
+
+@pytest.mark.parametrize("logo", [
+    "http://cdn.example.com/logo.png",  # mixed content, and not covered by the CSP
+    "javascript:alert(1)",
+    "https://user@cdn.example.com/logo.png",
+    "https://cdn.example.com/logo.png\"><script>",
+    "https://cdn.example.com/a logo.png",
+    "https://*.example.com/logo.png",
+    "/static/../../etc/passwd",
+    "/static/no-such-logo.png",
+    "/etc/passwd",
+    "data:text/html;base64,PHNjcmlwdD4=",
+    "data:image/svg+xml,<svg onload=alert(1)>",
+])
+def test_a_logo_from_anywhere_else_is_refused(logo: str) -> None:
+    with pytest.raises(ConfigError, match="AUTHSERVER_LOGO_URL"):
+        load_settings(logo_url=logo)
+
+
+def test_logo_forms_and_the_origin_the_csp_must_allow() -> None:
+    ours = load_settings(issuer="https://auth.example.com/tenant", secret_key="s" * 40, logo_url="/static/favicon.svg")
+    assert (ours.logo_src(), ours.logo_origin) == ("/tenant/static/favicon.svg", None)
+    remote = load_settings(logo_url="https://CDN.example.com:8443/brand/logo.png?v=2")
+    assert remote.logo_src() == "https://CDN.example.com:8443/brand/logo.png?v=2"
+    assert remote.logo_origin == "https://cdn.example.com:8443"
+    inline = load_settings(logo_url="data:image/png;base64,iVBORw0KGgo=")
+    assert (inline.logo_src(), inline.logo_origin) == ("data:image/png;base64,iVBORw0KGgo=", None)
+    assert load_settings(logo_url="").logo_src() is None
+
+
+@pytest.mark.parametrize("name", ["", "   ", "Acme\nSecurity", "Acme\u202eytiruceS"])
+def test_display_name_is_one_line_of_text(name: str) -> None:
+    with pytest.raises(ConfigError, match="AUTHSERVER_DISPLAY_NAME"):
+        load_settings(display_name=name)
+    assert load_settings(display_name="  Acme <Sign-in>  ").display_name == "Acme <Sign-in>"

@@ -55,7 +55,8 @@ def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: i
     requests may both pass a count at the limit, which overshoots by at most the concurrency):
 
     * per browser: a person with many tabs keeps working, the oldest unfinished request is
-      dropped (that tab shows "expired" and is started again from the app);
+      dropped (deleted: that tab shows "unknown request", see ``load``, and is started again
+      from the app);
     * per address group (IPv4 address, IPv6 /64): a caller who drops the browser cookie to get a
       fresh browser each time meets ``TOO_MANY_PENDING`` (429) instead.
     """
@@ -90,12 +91,35 @@ def start(session: Session, params: AuthorizationParams, browser_id: str, ttl: i
 
 EXPIRED = ErrorPage(N_("This request has expired"),
                     N_("This sign-in request is no longer valid. Go back to the application and start again."))
+UNKNOWN = ErrorPage(N_("Unknown request"),
+                    N_("This server has no sign-in request at this address. The link may be incomplete, or the "
+                       "request ended long enough ago to be forgotten. Go back to the application and start again."),
+                    status_code=404, detail="no authorization request has this id")
 
 
 def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationRequest:
-    """The live request this browser started; anything else is an error page, never a redirect."""
+    """The live request this browser started; anything else is an error page, never a redirect.
+
+    "Unknown" or "expired" is decided from what is stored, nothing else. The browser holds the
+    id; we keep only its SHA-256 hash, and the row stays until its expiry has passed and the next
+    purge runs (``AUTHSERVER_PURGE_INTERVAL``, or ``authserver db purge``), or until newer requests
+    of the same browser push it out (``start``). So:
+
+    * a row we still hold that is finished (``done``: answered, or a second click) or past its
+      expiry is ``EXPIRED``, whichever browser asks;
+    * an id whose hash matches no row is ``UNKNOWN`` (404): made up or mistyped, or a request
+      whose row is already gone. A long-expired request is "unknown" once purged; we do not keep
+      rows, or remember hashes, only to call them "expired" later.
+
+    Neither answer tells anything a guesser could use: it depends only on the id presented, a
+    192-bit random value, so learning that one exists means already holding it; neither page
+    names the client or the person of the request. A live request asked for by another browser
+    is refused as such (the binding cookie), so a leaked id is useless elsewhere.
+    """
     row = session.get(AuthorizationRequest, hash_secret(rid)) if 0 < len(rid) <= 100 else None
-    if row is None or row.status == DONE or row.expires_at <= utcnow():
+    if row is None:
+        raise UNKNOWN
+    if row.status == DONE or row.expires_at <= utcnow():
         raise EXPIRED
     if browser_id is None or hash_secret(browser_id) != row.browser_hash:
         raise ErrorPage(N_("Request from another browser"),

@@ -28,6 +28,7 @@ from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
 from authserver.services import Services
 from authserver.uris import is_loopback_uri, redirect_host
+from authserver.web import pages
 from authserver.web.i18n import N_, gettext_for
 
 BAD_CSRF = ErrorPage(N_("Form expired"), N_("This form was not sent from this page, or it has expired. "
@@ -140,6 +141,14 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
         items = await page_form(request, max_fields=200)
         ticked = [value for key, value in items if key == "scope" and isinstance(value, str)]
         return await run_in_threadpool(_decide, rid, request, services, cookies, collect(items), ticked)
+
+    @api.get("/logout")
+    def logout_page(request: Request, services: ServicesDep) -> Response:
+        """The sign-out page: a button, never a sign-out by GET (any site could link a visitor
+        here); its form posts this session's logout CSRF token. Signed out already: a way back in."""
+        with services.db.read_session() as session:
+            who = pages.signed_in(session, request, cookies)
+        return pages.render(request, cookies, "logout.html", {}, who=who)
 
     @api.post("/logout")
     async def logout(request: Request, services: ServicesDep) -> Response:

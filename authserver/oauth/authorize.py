@@ -116,20 +116,22 @@ def check_client_and_redirect(session: Session, registry: ClientRegistry, params
     except ClientLookupError as exc:
         raise ErrorPage(N_("Application not accepted"),
                         N_("The application's published details were refused: %(reason)s"),
-                        params={"reason": exc.public},
+                        params={"reason": exc.public}, client_id=client_id,
                         detail=f"client metadata document {client_id!r}: {exc.public}") from None
     if client is None or client.disabled:
         raise ErrorPage(N_("Unknown application"), N_("The application that sent you here is not registered."),
-                        detail=f"unknown or disabled client_id {client_id!r}")
+                        client_id=client_id, detail=f"unknown or disabled client_id {client_id!r}")
     given = params.optional("redirect_uri")
     if given is None:
         # OAuth 2.1 §4.1.1: optional only when exactly one redirect URI is registered.
         if len(client.redirect_uris) != 1:
-            raise ErrorPage(N_("Invalid request"), N_("The request does not say where to return (redirect_uri)."))
+            raise ErrorPage(N_("Invalid request"), N_("The request does not say where to return (redirect_uri)."),
+                            client_id=client_id)
         return client, client.redirect_uris[0], False
     if not redirect_uri_matches(client.redirect_uris, given):
         raise ErrorPage(N_("Invalid redirect"),
                         N_("The application asked to return to an address it has not registered."),
+                        client_id=client_id, redirect_uri=given,
                         detail=f"redirect_uri {given!r} not registered for {client_id!r}")
     return client, given, True
 
