@@ -32,6 +32,11 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# `make run` and `make demo` keep their data (the SQLite database and the generated secret key) in
+# the checkout's .data/ unless AUTHSERVER_HOME says otherwise; the installed command's default is
+# ~/.local/share/authserver.
+run demo: export AUTHSERVER_HOME ?= $(CURDIR)/.data
+
 run: $(VENV)/.run-deps
 	$(BIN)/authserver init
 	$(BIN)/authserver serve

@@ -60,8 +60,22 @@ class Context:
         return self._db
 
     def require_schema(self) -> None:
+        """Refuse before touching the database unless it exists at the latest schema. A SQLite file
+        that is not there is never created here: a command that only reads must not leave an empty
+        database behind (and a typo in the path must not look like an empty server)."""
+        path = self.settings.sqlite_path()
+        if path is not None and not path.exists():
+            raise AppError(f"there is no database yet at {path}: create it with `authserver init` "
+                           "(or set AUTHSERVER_HOME or AUTHSERVER_DATABASE_URL to where it is)")
         if not migrate.is_current(self.db):
             raise AppError("the database is not at the latest schema: run `authserver db upgrade`")
+
+    def make_data_directory(self) -> None:
+        """The directory of the SQLite database (AUTHSERVER_HOME by default), private to its owner
+        when created here; SQLite creates the file but not the directories above it."""
+        path = self.settings.sqlite_path()
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def close(self) -> None:
         if self._db is not None:

@@ -20,8 +20,8 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     if derived:
         os.environ.update(derived)  # every worker's create_app_from_env reads it
         ctx.settings = load_settings()
+    _require_schema_apart(ctx)  # first: no database yet must not leave a generated secret behind
     ctx.settings.resolved_secret_key()  # fail now, not in each worker
-    _require_schema_apart(ctx)
     # uvloop and httptools (uvicorn's fastest loop and parser, both dependencies) explicitly, so a
     # missing wheel fails loudly instead of falling back. The access log is off unless asked for:
     # it costs about 5 % of a token request, and the audit log records what matters.
