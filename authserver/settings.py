@@ -24,6 +24,7 @@ log = logging.getLogger("authserver.settings")
 
 SECRET_FILE_NAME = "authserver.secret"
 DATABASE_FILE_NAME = "authserver.db"
+SUPPORTED_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -178,13 +179,18 @@ class Settings(BaseSettings):
     def _database_url_is_supported(cls, value: str) -> str:
         if not value.strip():
             return ""
+        examples = "sqlite:///path/to/authserver.db or postgresql+psycopg://user:password@host:5432/db"
         try:
-            backend = make_url(value).get_backend_name()
-        except Exception:  # SQLAlchemy raises ArgumentError for anything that is no URL
-            raise ValueError("not a database URL (e.g. sqlite:///authserver.db or "
-                             "postgresql+psycopg://user:password@host:5432/db)") from None
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+            url = make_url(value)
+            backend, driver = url.get_backend_name(), url.get_driver_name()
+        except Exception:  # SQLAlchemy raises ArgumentError (or ValueError) for anything that is no URL
+            raise ValueError(f"not a database URL (e.g. {examples})") from None
+        if backend not in SUPPORTED_DRIVERS:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql ({examples})")
+        # The default driver of a bare postgresql:// is psycopg (SQLAlchemy 2.1); the others (async
+        # ones, psycopg2, sqlcipher) are neither installed nor tested with authserver.
+        if driver not in SUPPORTED_DRIVERS[backend]:
+            raise ValueError(f"unsupported driver {driver!r} for {backend}: use {examples}")
         return value
 
     @field_validator("redis_url")

@@ -85,11 +85,15 @@ class Context:
 Command = Callable[[Context, argparse.Namespace], None]
 
 
+class UsageError(Exception):
+    """The command line itself is wrong (exit status 2); reported like every other error."""
+
+
 class Parser(argparse.ArgumentParser):
-    """Usage errors look like every other error: one ``error: …`` line, exit status 2."""
+    """Usage errors look like every other error: one ``error: …`` line (JSON with --json), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 class Commands:
@@ -109,13 +113,18 @@ class Commands:
         return g.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
-def report(exc: BaseException) -> int:
-    """The one line a failed command prints, and its exit status; unexpected errors go on up."""
-    if isinstance(exc, (AppError, ConfigError)):
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if isinstance(exc, (OperationalError, ProgrammingError)):
-        print(f"error: database: {str(exc.orig).splitlines()[0]} "
-              "(is AUTHSERVER_DATABASE_URL right, and did `authserver db upgrade` run?)", file=sys.stderr)
-        return 1
-    raise exc
+def report(exc: BaseException, as_json: bool = False) -> int:
+    """The one line a failed command prints on standard error, and its exit status; unexpected
+    errors go on up. With --json the line is ``{"error": "…"}`` (standard output stays for results)."""
+    if isinstance(exc, UsageError):
+        message, status = str(exc), 2
+    elif isinstance(exc, (AppError, ConfigError)):
+        message, status = str(exc), 1
+    elif isinstance(exc, (OperationalError, ProgrammingError)):
+        message = (f"database: {str(exc.orig).splitlines()[0]} "
+                   "(is AUTHSERVER_DATABASE_URL right, and did `authserver db upgrade` run?)")
+        status = 1
+    else:
+        raise exc
+    print(json.dumps({"error": message}) if as_json else f"error: {message}", file=sys.stderr)
+    return status

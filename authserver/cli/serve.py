@@ -87,7 +87,7 @@ def _require_schema_apart(ctx: Context) -> None:
             ctx.require_schema()
             code = 0
         except Exception as exc:
-            code = report(exc)
+            code = report(exc, ctx.out.as_json)
         finally:
             sys.stderr.flush()
             os._exit(code)
