@@ -39,6 +39,11 @@ class Output:
             print("  ".join(_cell(row[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
+    def fields(self, row: dict[str, Any]) -> None:
+        """One object: ``key: value`` lines (JSON with --json)."""
+        self.emit(row, "\n".join(f"{key}: {_cell(value)}" for key, value in row.items()))
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(str(v) for v in value) or "-"

@@ -85,16 +85,44 @@ def cmd_users_disable(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.emit(row, f"disabled user {args.username}")
 
 
+def cmd_users_enable(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        user = users.set_disabled(session, args.username, False)
+        record(session, "user.enabled", actor=CLI_ACTOR, username=user.username)
+        row = _user_row(user)
+    ctx.out.emit(row, f"enabled user {args.username}: they can sign in again")
+
+
+def cmd_users_delete(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        user = users.get_by_username(session, args.username)
+        if user is None:
+            raise AppError(f"no user {args.username!r}")
+        user_id = str(user.id)
+        users.delete_user(session, user)
+        record(session, "user.deleted", actor=CLI_ACTOR, username=args.username, user_id=user_id)
+    ctx.out.emit({"username": args.username, "id": user_id, "deleted": True},
+                 f"deleted user {args.username} (their sessions, consents and refresh tokens went with them)")
+
+
 def register(commands: Commands) -> None:
     us = commands.group("users", "people who sign in")
     p = commands.command(us, "create", cmd_users_create, "create a user")
-    p.add_argument("username")
+    p.add_argument("username", help="1-150 letters, digits and . _ @ + -")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--role", action="append", choices=list(ROLES),
                    help="admin: the console and every change; auditor: the console read-only; user (default)")
     commands.command(us, "list", cmd_users_list, "list users")
     p = commands.command(us, "set-password", cmd_users_set_password, "set a user's password")
-    p.add_argument("username")
+    p.add_argument("username", help="whose password")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p = commands.command(us, "disable", cmd_users_disable, "disable a user")
-    p.add_argument("username")
+    p = commands.command(us, "disable", cmd_users_disable,
+                         "disable a user: they cannot sign in and are signed out everywhere")
+    p.add_argument("username", help="who (not the last enabled admin)")
+    p = commands.command(us, "enable", cmd_users_enable, "enable a disabled user again")
+    p.add_argument("username", help="who")
+    p = commands.command(us, "delete", cmd_users_delete,
+                         "delete a user with their sessions, consents and refresh tokens")
+    p.add_argument("username", help="who (not the last enabled admin)")

@@ -1,7 +1,7 @@
-"""Users: creation with argon2id passwords, lookup, sign-in checks, roles, disabling.
+"""Users: creation with argon2id passwords, lookup, sign-in checks, roles, disabling, deletion.
 
-Rule kept here so the console and the CLI share it: the last enabled admin cannot be disabled
-or lose the admin role (not even by themselves), or nobody could run the console any more. The
+Rule kept here so the console and the CLI share it: the last enabled admin cannot be disabled,
+deleted or lose the admin role (not even by themselves), or nobody could run the console any more. The
 check locks the enabled admins' rows (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers),
 so two admins disabling each other at once cannot both succeed. Disabling a person or resetting
 their password ends their login sessions (``interaction.sessions.end_all``); their refresh tokens
@@ -109,6 +109,15 @@ def set_user_disabled(session: Session, user: User, disabled: bool = True) -> Us
         sessions.end_all(session, user.id)
     user.disabled = disabled
     return user
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Delete a person. Their sessions, consents, codes, pending requests and refresh tokens go with
+    them (ON DELETE CASCADE), so every app they connected stops at its next refresh; audit events
+    keep their id. The last enabled admin cannot be deleted."""
+    require_another_admin(session, user)
+    session.delete(user)
+    session.flush()
 
 
 def set_password(session: Session, user: User, password: str) -> None:
