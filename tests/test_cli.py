@@ -114,7 +114,7 @@ def _happy_path(cli: Cli, *, extended: bool) -> None:
     if extended:
         again = cli.json("init")
         assert again["admin_created"] is False and again["revision"] and "password" not in again
-        bob = cli.ok("users", "create", "bob", "--role", "admin")  # no terminal, no --password-stdin: generated
+        bob = cli.ok("users", "create", "bob", "--role", "admin", "--generate")
         generated = re.search(r"one-time password: (\S+)", bob)
         assert generated and "created user bob (admin)" in bob
         bob_password = generated.group(1)

@@ -72,12 +72,13 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> None:
                          upgraded + "an admin account exists already")
             return
         password = new_secret(12)
-        user = users.create_user(session, args.admin, password, ["admin"])
-        record(session, "user.created", actor=CLI_ACTOR, username=user.username, roles=user.roles)
+        user = users.create_user(session, args.admin, password, ["admin"], one_time=True)
+        record(session, "user.created", actor=CLI_ACTOR, username=user.username, roles=user.roles, one_time=True)
     ctx.out.emit(
-        {**where, "revision": revision, "admin_created": True, "username": args.admin, "password": password},
+        {**where, "revision": revision, "admin_created": True, "username": args.admin, "password": password,
+         "must_change_password": True},
         upgraded + f"created admin {args.admin!r} with one-time password: {password}\n"
-        f"(shown once; change it with: authserver users set-password {args.admin} --password-stdin)",
+        "(shown once; the first sign-in with it asks for a new password at once)",
     )
 
 
