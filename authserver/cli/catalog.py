@@ -113,7 +113,7 @@ def cmd_resources_delete(ctx: Context, args: argparse.Namespace) -> None:
 def register(commands: Commands) -> None:
     sc = commands.group("scopes", "permissions a client can ask for")
     p = commands.command(sc, "create", cmd_scopes_create, "register a scope")
-    p.add_argument("name", help="what clients ask for, e.g. calendar:read")
+    p.add_argument("name", help="what clients ask for, e.g. read:calendar")
     p.add_argument("--description", required=True, help="plain words shown on the consent page")
     p.add_argument("--write", action="store_true", help="the scope changes or deletes data")
     p.add_argument("--private", action="store_true", help="leave it out of scopes_supported")
