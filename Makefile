@@ -32,26 +32,36 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# `make run` and `make demo` keep their data (the SQLite database and the generated secret key) in
+# the checkout's .data/ unless AUTHSERVER_HOME says otherwise; the installed command's default is
+# ~/.local/share/authserver.
+run demo: export AUTHSERVER_HOME ?= $(CURDIR)/.data
+
 run: $(VENV)/.run-deps
 	$(BIN)/authserver init
 	$(BIN)/authserver serve
 
-# The calendar MCP server (examples/calendar_mcp) beside authserver, on the same database as `make run`.
+# The calendar MCP server (examples/calendar_mcp) beside authserver, on the same database as `make run`,
+# on ports DEMO_PORT (authserver) and DEMO_MCP_PORT (the calendar), checked free before anything starts.
 # The first seed run gives the demo server's own client a fresh secret (CALENDAR_MCP_CLIENT_ID/SECRET,
 # exported to it) so it reports tool calls; the second prints the summary once both servers answer.
-DEMO_AS  := http://127.0.0.1:8000
-DEMO_MCP := http://127.0.0.1:8001/mcp
+DEMO_PORT     ?= 8000
+DEMO_MCP_PORT ?= 8001
+DEMO_AS  := http://127.0.0.1:$(DEMO_PORT)
+DEMO_MCP := http://127.0.0.1:$(DEMO_MCP_PORT)/mcp
 demo: $(VENV)/.demo-deps
+	@$(BIN)/python -m examples.calendar_mcp.seed --free-ports $(DEMO_PORT) $(DEMO_MCP_PORT)
 	$(BIN)/authserver init
 	@client=$$(AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/python -m examples.calendar_mcp.seed --resource $(DEMO_MCP) \
 	  --client-env) || exit 1; set -a; eval "$$client"; set +a; \
 	trap 'kill $$as $$mcp 2>/dev/null; wait' EXIT INT TERM; \
-	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/authserver serve --port 8000 & as=$$!; \
+	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/authserver serve --port $(DEMO_PORT) & as=$$!; \
 	$(BIN)/python -m examples.calendar_mcp --issuer $(DEMO_AS) --resource $(DEMO_MCP) & mcp=$$!; \
 	AUTHSERVER_ISSUER=$(DEMO_AS) $(BIN)/python -m examples.calendar_mcp.seed --resource $(DEMO_MCP) \
 	  --wait $(DEMO_AS)/.well-known/oauth-authorization-server \
-	         http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp || exit 1; \
-	while kill -0 $$as 2>/dev/null && kill -0 $$mcp 2>/dev/null; do sleep 1; done
+	         http://127.0.0.1:$(DEMO_MCP_PORT)/.well-known/oauth-protected-resource/mcp || exit 1; \
+	while kill -0 $$as 2>/dev/null && kill -0 $$mcp 2>/dev/null; do sleep 1; done; \
+	echo "error: authserver or the calendar server stopped (see above)" >&2; exit 1
 
 # The official MCP TypeScript SDK for tests/test_mcp_ts_sdk_e2e.py, exactly as pinned in its package-lock.json
 # (from the npm registry only). Without npm that test is skipped, except in CI where it fails.

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("authserver.settings")
 
 SECRET_FILE_NAME = "authserver.secret"
+DATABASE_FILE_NAME = "authserver.db"
+SUPPORTED_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -42,11 +45,24 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def default_home(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the default SQLite database and the generated secret key live when ``AUTHSERVER_HOME``
+    is unset: the XDG data directory (``$XDG_DATA_HOME/authserver``, else
+    ``~/.local/share/authserver``), never the current directory, so running a command from
+    another directory finds the same data instead of silently starting an empty database."""
+    xdg = environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "authserver"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTHSERVER_", extra="ignore")
 
     issuer: str = "http://127.0.0.1:8000"
-    database_url: str = "sqlite:///authserver.db"
+    # The data directory: the default SQLite database and the generated secret key (see default_home).
+    home: Path = Field(default_factory=default_home)
+    # Empty: the SQLite file authserver.db in `home`.
+    database_url: str = ""
     secret_key: str | None = Field(default=None, repr=False)
 
     access_token_ttl: int = Field(default=600, ge=30, le=86400)
@@ -215,16 +231,28 @@ class Settings(BaseSettings):
             raise ValueError("a plain http issuer is only allowed on a loopback host; use https")
         return value.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
 
+    @field_validator("home")
+    @classmethod
+    def _home_is_absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_supported(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        examples = "sqlite:///path/to/authserver.db or postgresql+psycopg://user:password@host:5432/db"
         try:
-            backend = make_url(value).get_backend_name()
-        except Exception:  # SQLAlchemy raises ArgumentError for anything that is no URL
-            raise ValueError("not a database URL (e.g. sqlite:///authserver.db or "
-                             "postgresql+psycopg://user:password@host:5432/db)") from None
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+            url = make_url(value)
+            backend, driver = url.get_backend_name(), url.get_driver_name()
+        except Exception:  # SQLAlchemy raises ArgumentError (or ValueError) for anything that is no URL
+            raise ValueError(f"not a database URL (e.g. {examples})") from None
+        if backend not in SUPPORTED_DRIVERS:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql ({examples})")
+        # The default driver of a bare postgresql:// is psycopg (SQLAlchemy 2.1); the others (async
+        # ones, psycopg2, sqlcipher) are neither installed nor tested with authserver.
+        if driver not in SUPPORTED_DRIVERS[backend]:
+            raise ValueError(f"unsupported driver {driver!r} for {backend}: use {examples}")
         return value
 
     @field_validator("redis_url")
@@ -265,6 +293,12 @@ class Settings(BaseSettings):
         return origins
 
     @model_validator(mode="after")
+    def _database_defaults_to_home(self) -> Settings:
+        if not self.database_url:
+            self.database_url = self.default_database_url
+        return self
+
+    @model_validator(mode="after")
     def _policies_are_consistent(self) -> Settings:
         if self.cimd_allow_loopback_http and self.is_https:
             raise ValueError("AUTHSERVER_CIMD_ALLOW_LOOPBACK_HTTP is a testing switch; refused with an https issuer")
@@ -300,6 +334,19 @@ class Settings(BaseSettings):
     def endpoint(self, path: str) -> str:
         return f"{self.issuer}{path}"
 
+    @property
+    def default_database_url(self) -> str:
+        return f"sqlite:///{self.home / DATABASE_FILE_NAME}"
+
+    @property
+    def uses_default_database(self) -> bool:
+        return self.database_url == self.default_database_url
+
+    def database_location(self) -> str:
+        """The database, as ``init`` tells the operator: a file path, or the URL without its password."""
+        path = self.sqlite_path()
+        return str(path) if path else make_url(self.database_url).render_as_string(hide_password=True)
+
     def sqlite_path(self) -> Path | None:
         url = make_url(self.database_url)
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
@@ -310,7 +357,8 @@ class Settings(BaseSettings):
         """The secret that encrypts signing keys and signs cookies.
 
         Development convenience: when unset on a loopback http issuer, one is generated
-        once into a 0600 file beside the SQLite database. With an https issuer that
+        once into a 0600 file beside the SQLite database (in ``home`` with PostgreSQL).
+        With an https issuer that
         fallback is refused, because a production secret must be set deliberately.
         """
         if self.secret_key:
@@ -326,13 +374,13 @@ class Settings(BaseSettings):
 
     def secret_file(self) -> Path:
         db = self.sqlite_path()
-        return (db.parent if db else Path.cwd()) / SECRET_FILE_NAME
+        return (db.parent if db else self.home) / SECRET_FILE_NAME
 
 
 def _development_secret(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
     # O_EXCL: two processes starting at once must not write two different secrets.
     try:

@@ -114,7 +114,7 @@ def _happy_path(cli: Cli, *, extended: bool) -> None:
     if extended:
         again = cli.json("init")
         assert again["admin_created"] is False and again["revision"] and "password" not in again
-        bob = cli.ok("users", "create", "bob", "--role", "admin")  # no terminal, no --password-stdin: generated
+        bob = cli.ok("users", "create", "bob", "--role", "admin", "--generate")
         generated = re.search(r"one-time password: (\S+)", bob)
         assert generated and "created user bob (admin)" in bob
         bob_password = generated.group(1)
@@ -270,27 +270,32 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(sqlite_cli: Cli) -> No
 
 def test_unusable_database_or_config_fails_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.db"
+    empty = tmp_path / "empty.db"
+    empty.touch()
     https_db = tmp_path / "https.db"
-    unmigrated = Cli(_env(f"sqlite:///{fresh}"), tmp_path)
+    missing = Cli(_env(f"sqlite:///{fresh}"), tmp_path)
+    unmigrated = Cli(_env(f"sqlite:///{empty}"), tmp_path)
     no_secret = Cli(_env(f"sqlite:///{https_db}", AUTHSERVER_ISSUER="https://auth.example.com",
                          AUTHSERVER_SECRET_KEY=""), tmp_path)
     unreachable = Cli(_env("postgresql+psycopg://postgres@127.0.0.1:1/authserver"), tmp_path)
     bad_issuer = Cli(_env(f"sqlite:///{https_db}", AUTHSERVER_ISSUER="http://auth.example.com"), tmp_path)
 
     results = run_side_by_side([
+        (missing, ["scopes", "create", "read:calendar", "--description", "See your calendar"], None),
         (unmigrated, ["scopes", "create", "read:calendar", "--description", "See your calendar"], None),
         (no_secret, ["init"], None),
         (unreachable, ["users", "list"], None),
         (bad_issuer, ["db", "upgrade"], None),
     ])
-    _assert_one_line_error(results[0], "authserver db upgrade")
-    _assert_one_line_error(results[1], "AUTHSERVER_SECRET_KEY")
-    _assert_one_line_error(results[2], "error: database:")
-    _assert_one_line_error(results[3], "AUTHSERVER_ISSUER", "loopback")
+    _assert_one_line_error(results[0], "there is no database yet", "authserver init")
+    _assert_one_line_error(results[1], "authserver db upgrade")
+    _assert_one_line_error(results[2], "AUTHSERVER_SECRET_KEY")
+    _assert_one_line_error(results[3], "error: database:")
+    _assert_one_line_error(results[4], "AUTHSERVER_ISSUER", "loopback")
 
-    if fresh.exists():  # opening it may create the file, but no schema and no rows
-        with sqlite3.connect(fresh) as conn:
-            assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    assert not fresh.exists()  # a missing database is never created by a command that needs one
+    with sqlite3.connect(empty) as conn:  # no schema and no rows
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     assert not https_db.exists()
     assert not (tmp_path / "authserver.secret").exists()
 

@@ -105,8 +105,8 @@ class LiveAS:
         """The scopes and resources the tokens of these tests are for, registered at authserver."""
         with self.db.session() as session:
             create_scope(session, "mcp:tools", "Use the MCP tools")
-            create_scope(session, "calendar:read", "Read your calendar")
-            create_resource(session, RESOURCE, "Calendar MCP", ["mcp:tools", "calendar:read"])
+            create_scope(session, "read:calendar", "Read your calendar")
+            create_resource(session, RESOURCE, "Calendar MCP", ["mcp:tools", "read:calendar"])
             create_resource(session, OTHER_RESOURCE, "Other MCP", ["mcp:tools"])
             # The client the tokens are issued to: introspection reports tokens of unknown clients inactive.
             create_client(session, NewClient(name="client-1", client_id="client-1", grant_types=["client_credentials"],
@@ -223,19 +223,19 @@ async def test_valid_token_is_verified_via_discovery(live_as: LiveAS, recorder: 
     verifier = _verifier(live_as, recorder)
     now = int(time.time())
     issued = issue_access_token(live_as.keys, issuer=live_as.issuer, subject="alice", audience=RESOURCE,
-                                client_id="client-1", scopes=["mcp:tools", "calendar:read"], ttl=600, now=now,
+                                client_id="client-1", scopes=["mcp:tools", "read:calendar"], ttl=600, now=now,
                                 auth_time=now - 5)
     verified = await verifier.verify(issued.token)
     assert isinstance(verified, VerifiedToken)
     assert verified.subject == "alice"
     assert verified.client_id == "client-1"
-    assert verified.scopes == ("mcp:tools", "calendar:read")
+    assert verified.scopes == ("mcp:tools", "read:calendar")
     assert verified.audience == RESOURCE
     assert verified.expires_at == now + 600
     assert verified.jti == issued.jti
     assert verified.claims["iss"] == live_as.issuer
     assert verified.claims["auth_time"] == now - 5
-    assert verified.has_scopes("calendar:read") and not verified.has_scopes("calendar:write")
+    assert verified.has_scopes("read:calendar") and not verified.has_scopes("write:calendar")
     assert recorder.paths == ["/.well-known/oauth-authorization-server", "/jwks.json"]
     # The keys are cached: more tokens cost no more requests.
     for _ in range(3):
@@ -453,10 +453,10 @@ def _introspecting(live: LiveAS, rs: Credentials, mode: str, recorder: Recorder 
 async def test_introspection_always_sees_revocation(live_as: LiveAS, rs_client: Credentials,
                                                     recorder: Recorder) -> None:
     verifier = _introspecting(live_as, rs_client, "always", recorder)
-    token = live_as.token(scopes=("mcp:tools", "calendar:read"))
+    token = live_as.token(scopes=("mcp:tools", "read:calendar"))
     verified = await verifier.verify(token)
     assert (verified.subject, verified.client_id, verified.scopes) == ("alice", "client-1",
-                                                                       ("mcp:tools", "calendar:read"))
+                                                                       ("mcp:tools", "read:calendar"))
     assert verified.audience == RESOURCE and verified.jti is not None
     live_as.deny(token)
     error = await _rejected(verifier, token)
@@ -583,21 +583,21 @@ async def test_middleware_401_with_bad_token_adds_invalid_token(live_as: LiveAS)
 
 
 async def test_middleware_403_insufficient_scope(live_as: LiveAS) -> None:
-    app = _protected_app(_verifier(live_as), required=("mcp:tools", "calendar:write"))
+    app = _protected_app(_verifier(live_as), required=("mcp:tools", "write:calendar"))
     async with _client(app) as client:
         response = await client.post("/mcp", headers={"Authorization": f"Bearer {live_as.token()}"})
     assert response.status_code == 403
     assert response.headers["www-authenticate"] == (
-        f'Bearer error="insufficient_scope", scope="mcp:tools calendar:write", resource_metadata="{METADATA_URL}"')
+        f'Bearer error="insufficient_scope", scope="mcp:tools write:calendar", resource_metadata="{METADATA_URL}"')
     assert response.json()["error"] == "insufficient_scope"
 
 
 async def test_middleware_passes_the_verified_token_to_the_app(live_as: LiveAS) -> None:
     async with _client(_protected_app(_verifier(live_as))) as client:
-        token = live_as.token(scopes=("mcp:tools", "calendar:read"), subject="bob")
+        token = live_as.token(scopes=("mcp:tools", "read:calendar"), subject="bob")
         response = await client.post("/mcp", headers={"Authorization": f"bearer  {token}"})
     assert response.status_code == 200
-    assert response.json() == {"sub": "bob", "client_id": "client-1", "scopes": ["mcp:tools", "calendar:read"]}
+    assert response.json() == {"sub": "bob", "client_id": "client-1", "scopes": ["mcp:tools", "read:calendar"]}
 
 
 async def test_middleware_keeps_metadata_and_preflight_public(live_as: LiveAS) -> None:
@@ -642,11 +642,11 @@ async def test_middleware_answers_503_when_the_authorization_server_is_down() ->
 
 def test_protected_resource_metadata_document() -> None:
     document = protected_resource_metadata(RESOURCE, "https://auth.example.com",
-                                           scopes_supported=["mcp:tools", "calendar:read"], resource_name="Calendar")
+                                           scopes_supported=["mcp:tools", "read:calendar"], resource_name="Calendar")
     assert document == {
         "resource": RESOURCE,
         "authorization_servers": ["https://auth.example.com"],
-        "scopes_supported": ["mcp:tools", "calendar:read"],
+        "scopes_supported": ["mcp:tools", "read:calendar"],
         "bearer_methods_supported": ["header"],
         "resource_name": "Calendar",
     }
@@ -703,12 +703,12 @@ async def test_sdk_adapter_returns_the_sdk_access_token(live_as: LiveAS) -> None
 
     adapter: TokenVerifier = McpTokenVerifier(_verifier(live_as))
     now = int(time.time())
-    token = live_as.token(scopes=("mcp:tools", "calendar:read"), now=now)
+    token = live_as.token(scopes=("mcp:tools", "read:calendar"), now=now)
     access = await adapter.verify_token(token)
     assert isinstance(access, AccessToken)
     assert access.token == token
     assert access.client_id == "client-1"
-    assert access.scopes == ["mcp:tools", "calendar:read"]
+    assert access.scopes == ["mcp:tools", "read:calendar"]
     assert access.expires_at == now + 600
     assert access.resource == RESOURCE
     assert access.subject == "alice"
@@ -765,9 +765,9 @@ async def test_mcp_sdk_example_works_end_to_end(live_as: LiveAS) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code, "authserver/resource/mcp_sdk.py:example", "exec"), namespace)
     app = namespace["app"]
-    good = live_as.token(scopes=("calendar:read",), audience=f"{base}/mcp", subject="carol")
+    good = live_as.token(scopes=("read:calendar",), audience=f"{base}/mcp", subject="carol")
     no_scope = live_as.token(scopes=("mcp:tools",), audience=f"{base}/mcp")
-    other_resource = live_as.token(scopes=("calendar:read",), audience=RESOURCE)
+    other_resource = live_as.token(scopes=("read:calendar",), audience=RESOURCE)
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}

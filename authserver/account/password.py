@@ -15,6 +15,11 @@ stores the new hash and ends every *other* session of the person (whoever else w
 perhaps the reason for the change, is signed out), while the browser that made the change stays
 signed in. Refresh tokens of connected apps are not touched: the apps were allowed by the
 person, not by the password, and are disconnected on the Connected apps page.
+
+A one-time password (the first admin's, a generated or an admin's reset one: someone else knew
+it) makes every page but this one send the person here (``pages.require_signed_in``), an
+authorization request included, until they choose a different password of their own; then they
+go back to where they were (``next``, a local path only).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ TOO_MANY = N_("Too many wrong passwords. Wait a few minutes and try again.")
 TOO_SHORT = N_("Use at least %(min)s characters.")
 TOO_LONG = N_("Use at most %(max)s characters.")
 MISMATCH = N_("The two new passwords are not the same.")
+SAME_AS_ONE_TIME = N_("Choose a password of your own, not the one-time password you were given.")
 MIN_LENGTH, MAX_LENGTH = users.MIN_PASSWORD_LENGTH, signin.MAX_PASSWORD
 
 
@@ -47,6 +53,7 @@ class Account:
     username: str
     password_hash: str
     session_value: str  # this browser's session cookie: the one session that stays
+    one_time: bool = False  # signed in with a one-time password (User.must_change_password)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ def change(db: Database, throttle: Throttle, account: Account, *, current: str, 
                              username=account.username)
         return PasswordChange({"current": WRONG_CURRENT, **errors})
     throttle.succeeded(account.username, ip, gate)
+    if not errors and account.one_time and new == current:
+        errors = {"new": SAME_AS_ONE_TIME}  # someone else knows it: it must not stay
     if errors:
         return PasswordChange(errors)
     new_hash = hash_password(new)
@@ -93,6 +102,7 @@ def change(db: Database, throttle: Throttle, account: Account, *, current: str, 
             # this form was given is not current any more.
             return PasswordChange({"current": WRONG_CURRENT})
         user.password_hash = new_hash
+        user.must_change_password = False
         ended = sessions.end_others(session, user.id, account.session_value)
         audit.record(session, "password.changed", actor=actor, ip=ip, other_sessions_ended=ended)
     return PasswordChange({}, ended)

@@ -63,10 +63,10 @@ def router(cookies: Cookies) -> APIRouter:
         return _render(request, cookies, who, "account/activity.html", section="activity", page=shown)
 
     @api.get("/account/password")
-    def password_page(request: Request, services: ServicesDep) -> Response:
+    def password_page(request: Request, services: ServicesDep, next: str | None = None) -> Response:
         with services.db.read_session() as session:
-            who = pages.require_signed_in(session, request, cookies)
-        return _password_form(request, cookies, who)
+            who = pages.require_signed_in(session, request, cookies, one_time_password_ok=True)
+        return _password_form(request, cookies, who, next_path=_next_path(request, next))
 
     @api.post("/account/password")
     async def change_password(request: Request, services: ServicesDep) -> Response:
@@ -91,24 +91,36 @@ def _disconnect(request: Request, services: Services, cookies: Cookies, form: Pa
 
 
 def _change_password(request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
+    next_path = _next_path(request, form.get("next"))
     with services.db.read_session() as session:
-        who = pages.require_signed_in(session, request, cookies)
+        who = pages.require_signed_in(session, request, cookies, one_time_password_ok=True)
         pages.check_csrf(cookies, who, form)
-        account = password.Account(who.user.id, who.user.username, who.user.password_hash, who.session_value)
+        account = password.Account(who.user.id, who.user.username, who.user.password_hash, who.session_value,
+                                   one_time=who.user.must_change_password)
     result = password.change(services.db, services.signin_throttle, account,
                              current=form.get("current_password", ""), new=form.get("new_password", ""),
                              confirm=form.get("confirm_password", ""), ip=_ip(request))
     if not result.done:
-        return _password_form(request, cookies, who, errors=result.errors, status_code=400)
-    response = pages.see_other(pages.local(request, "/account/password"))
+        return _password_form(request, cookies, who, errors=result.errors, status_code=400, next_path=next_path)
+    # Back to where the one-time password interrupted (an authorization request, the console), if anywhere.
+    response = pages.see_other(next_path or pages.local(request, "/account/password"))
     pages.flash(cookies, request, response, PASSWORD_CHANGED)
     return response
 
 
+def _next_path(request: Request, value: str | None) -> str | None:
+    """A local page to return to after the change; none (or one that could leave the site): stay."""
+    if not value:
+        return None
+    target = pages.safe_next(request, value, default="")
+    return target if target != pages.local(request, "") else None
+
+
 def _password_form(request: Request, cookies: Cookies, who: SignedIn, *, errors: dict[str, str] | None = None,
-                   status_code: int = 200) -> Response:
+                   status_code: int = 200, next_path: str | None = None) -> Response:
     return _render(request, cookies, who, "account/password.html", section="password", errors=errors or {},
-                   min_length=password.MIN_LENGTH, max_length=password.MAX_LENGTH, status_code=status_code)
+                   min_length=password.MIN_LENGTH, max_length=password.MAX_LENGTH, status_code=status_code,
+                   next_path=next_path, one_time=who.user.must_change_password)
 
 
 def _render(request: Request, cookies: Cookies, who: SignedIn, template: str, *, section: str,

@@ -2,20 +2,21 @@
 
 One module per command group, each adding its own commands to the parser (``register``); this
 module assembles them and runs one. Every command runs in one transaction (nothing half-written
-on error), prints a one-line ``error: …`` and exits non-zero on bad input, and prints JSON with
---json.
+on error), prints a one-line ``error: …`` on standard error and exits non-zero on bad input, and
+prints JSON with --json (its errors too: ``{"error": "…"}``, on standard error).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from authserver.cli import catalog, clients, db, keys, serve, users
-from authserver.cli.base import Commands, Context, Output, Parser, report
+from authserver.cli.base import Commands, Context, Output, Parser, UsageError, report
 from authserver.errors import AppError
 from authserver.settings import ConfigError, load_settings
 
@@ -34,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return report(exc, as_json="--json" in argv)  # asked for JSON, even on a command line that is wrong
     out = Output(getattr(args, "json", False))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ctx: Context | None = None
@@ -43,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(ctx, args)
         return 0
     except (AppError, ConfigError, OperationalError, ProgrammingError) as exc:
-        return report(exc)
+        return report(exc, out.as_json)
     finally:
         if ctx is not None:
             ctx.close()

@@ -39,6 +39,11 @@ class Output:
             print("  ".join(_cell(row[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
+    def fields(self, row: dict[str, Any]) -> None:
+        """One object: ``key: value`` lines (JSON with --json)."""
+        self.emit(row, "\n".join(f"{key}: {_cell(value)}" for key, value in row.items()))
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(str(v) for v in value) or "-"
@@ -60,8 +65,22 @@ class Context:
         return self._db
 
     def require_schema(self) -> None:
+        """Refuse before touching the database unless it exists at the latest schema. A SQLite file
+        that is not there is never created here: a command that only reads must not leave an empty
+        database behind (and a typo in the path must not look like an empty server)."""
+        path = self.settings.sqlite_path()
+        if path is not None and not path.exists():
+            raise AppError(f"there is no database yet at {path}: create it with `authserver init` "
+                           "(or set AUTHSERVER_HOME or AUTHSERVER_DATABASE_URL to where it is)")
         if not migrate.is_current(self.db):
             raise AppError("the database is not at the latest schema: run `authserver db upgrade`")
+
+    def make_data_directory(self) -> None:
+        """The directory of the SQLite database (AUTHSERVER_HOME by default), private to its owner
+        when created here; SQLite creates the file but not the directories above it."""
+        path = self.settings.sqlite_path()
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def close(self) -> None:
         if self._db is not None:
@@ -71,11 +90,15 @@ class Context:
 Command = Callable[[Context, argparse.Namespace], None]
 
 
+class UsageError(Exception):
+    """The command line itself is wrong (exit status 2); reported like every other error."""
+
+
 class Parser(argparse.ArgumentParser):
-    """Usage errors look like every other error: one ``error: …`` line, exit status 2."""
+    """Usage errors look like every other error: one ``error: …`` line (JSON with --json), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 class Commands:
@@ -95,13 +118,18 @@ class Commands:
         return g.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
-def report(exc: BaseException) -> int:
-    """The one line a failed command prints, and its exit status; unexpected errors go on up."""
-    if isinstance(exc, (AppError, ConfigError)):
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if isinstance(exc, (OperationalError, ProgrammingError)):
-        print(f"error: database: {str(exc.orig).splitlines()[0]} "
-              "(is AUTHSERVER_DATABASE_URL right, and did `authserver db upgrade` run?)", file=sys.stderr)
-        return 1
-    raise exc
+def report(exc: BaseException, as_json: bool = False) -> int:
+    """The one line a failed command prints on standard error, and its exit status; unexpected
+    errors go on up. With --json the line is ``{"error": "…"}`` (standard output stays for results)."""
+    if isinstance(exc, UsageError):
+        message, status = str(exc), 2
+    elif isinstance(exc, (AppError, ConfigError)):
+        message, status = str(exc), 1
+    elif isinstance(exc, (OperationalError, ProgrammingError)):
+        message = (f"database: {str(exc.orig).splitlines()[0]} "
+                   "(is AUTHSERVER_DATABASE_URL right, and did `authserver db upgrade` run?)")
+        status = 1
+    else:
+        raise exc
+    print(json.dumps({"error": message}) if as_json else f"error: {message}", file=sys.stderr)
+    return status

@@ -10,14 +10,18 @@ from collections.abc import Mapping
 
 from authserver.cli.base import Commands, Context, report
 from authserver.logconfig import uvicorn_log_config
-from authserver.settings import load_settings
+from authserver.settings import ConfigError, is_loopback_host, load_settings
 
 
 def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     import uvicorn
 
+    derived = issuer_environment(args.host, args.port, os.environ)
+    if derived:
+        os.environ.update(derived)  # every worker's create_app_from_env reads it
+        ctx.settings = load_settings()
+    _require_schema_apart(ctx)  # first: no database yet must not leave a generated secret behind
     ctx.settings.resolved_secret_key()  # fail now, not in each worker
-    _require_schema_apart(ctx)
     # uvloop and httptools (uvicorn's fastest loop and parser, both dependencies) explicitly, so a
     # missing wheel fails loudly instead of falling back. The access log is off unless asked for:
     # it costs about 5 % of a token request, and the audit log records what matters.
@@ -34,6 +38,24 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
                 server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log)
+
+
+def issuer_environment(host: str, port: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """What ``serve`` adds to the environment so that, without ``AUTHSERVER_ISSUER``, the issuer it
+    advertises (metadata, ``iss``, every endpoint URL) is the address it listens on.
+
+    Only a loopback address can be guessed: behind ``0.0.0.0`` or a public address the URL clients
+    use (a name, a proxy, https) is unknowable here, and advertising ``127.0.0.1`` would hand every
+    remote client URLs that point at itself; so that refuses to start, saying what to set.
+    """
+    if "AUTHSERVER_ISSUER" in environ:
+        return {}
+    if not is_loopback_host(host):
+        raise ConfigError(f"AUTHSERVER_ISSUER is not set and --host {host} is not a loopback address: "
+                          "set AUTHSERVER_ISSUER to the URL clients reach this server at "
+                          "(e.g. https://auth.example.com)")
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    return {"AUTHSERVER_ISSUER": f"http://{shown}:{port}"}
 
 
 def proxy_environment(proxy_headers: bool, environ: Mapping[str, str]) -> dict[str, str]:
@@ -68,7 +90,7 @@ def _require_schema_apart(ctx: Context) -> None:
             ctx.require_schema()
             code = 0
         except Exception as exc:
-            code = report(exc)
+            code = report(exc, ctx.out.as_json)
         finally:
             sys.stderr.flush()
             os._exit(code)
@@ -80,9 +102,12 @@ def _require_schema_apart(ctx: Context) -> None:
 
 def register(commands: Commands) -> None:
     p = commands.command(commands.top, "serve", cmd_serve, "serve HTTP")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1); any other than loopback needs AUTHSERVER_ISSUER")
+    p.add_argument("--port", type=int, default=8000,
+                   help="port to listen on (default 8000); without AUTHSERVER_ISSUER the issuer is "
+                        "http://HOST:PORT")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--proxy-headers", action="store_true",
                    help="shorthand: without AUTHSERVER_TRUSTED_PROXIES, believe X-Forwarded-For from the "

@@ -282,6 +282,12 @@ def require(session: Session, client_id: str) -> Client:
     return client
 
 
+def named(session: Session, name: str) -> list[Client]:
+    """Clients with this name, ignoring case and surrounding spaces (how a person reads them)."""
+    return list(session.scalars(select(Client).where(func.lower(Client.name) == name.strip().lower())
+                                .order_by(Client.created_at, Client.client_id)))
+
+
 def list_clients(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.created_at, Client.client_id)))
 

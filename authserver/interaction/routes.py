@@ -122,6 +122,8 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
                 row.status = flow.CREATED  # the person signed out (or in as someone else) meanwhile
             if row.status == flow.CREATED:
                 return _login_page(request, cookies, session, rid, row)
+            if signed_in is not None and signed_in[1].must_change_password:
+                return _choose_a_password_first(request, rid)
             need = flow.consent_need(session, row)
             if need.confirm_only:
                 return _confirm_page(request, services, cookies, session, rid, row, need)
@@ -197,6 +199,13 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
     return response
 
 
+def _choose_a_password_first(request: Request, rid: str) -> Response:
+    """Signed in with a one-time password (``User.must_change_password``): no consent, and so no
+    code, until the person has chosen their own password; the password page then comes back to
+    this request, which goes on where it stood (it stays valid for its usual lifetime)."""
+    return redirect(pages.password_change_location(request, local(request, f"/interaction/{rid}")))
+
+
 def _sign_out(services: Services, value: str, ip: str | None) -> None:
     with services.db.session() as session:
         signed_in = sessions.current(session, value)
@@ -220,6 +229,9 @@ def _silent(session: Any, services: Services, validated: authorize.Authorization
 
     if signed_in is None:
         raise fail("login_required", "the person is not signed in")
+    if signed_in[1].must_change_password:
+        # OIDC Core §3.1.2.6: a page is needed (the password change) before anything is answered.
+        raise fail("interaction_required", "the person must replace a one-time password first")
     # No pending limit: a prompt=none request is finished, or rolled back, in this transaction.
     _, row = flow.start(session, validated, browser_id, settings.authorization_request_ttl, ip=ip)
     flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
@@ -254,6 +266,8 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
             raise ErrorPage(N_("Sign in again"),
                             N_("Your session changed. Go back to the application and start again."),
                             status_code=403, detail="consent without the signed-in user of the request")
+        if signed_in[1].must_change_password:
+            return _choose_a_password_first(request, rid)
         need = flow.consent_need(session, row)
         ip = client_ip(request)
         decision = form.get("decision")

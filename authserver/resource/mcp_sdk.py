@@ -22,7 +22,7 @@ the verify step from ``BearerVerifier`` and reports the token's audience as
 
     verifier = BearerVerifier(issuer="https://auth.example.com", resource="https://mcp.example.com/mcp")
     server = MCPServer("calendar", token_verifier=McpTokenVerifier(verifier),
-                       auth=mcp_auth_settings(verifier, required_scopes=["calendar:read"]))
+                       auth=mcp_auth_settings(verifier, required_scopes=["read:calendar"]))
 
     @server.tool()
     def whoami() -> str:

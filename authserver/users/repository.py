@@ -1,7 +1,7 @@
-"""Users: creation with argon2id passwords, lookup, sign-in checks, roles, disabling.
+"""Users: creation with argon2id passwords, lookup, sign-in checks, roles, disabling, deletion.
 
-Rule kept here so the console and the CLI share it: the last enabled admin cannot be disabled
-or lose the admin role (not even by themselves), or nobody could run the console any more. The
+Rule kept here so the console and the CLI share it: the last enabled admin cannot be disabled,
+deleted or lose the admin role (not even by themselves), or nobody could run the console any more. The
 check locks the enabled admins' rows (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers),
 so two admins disabling each other at once cannot both succeed. Disabling a person or resetting
 their password ends their login sessions (``interaction.sessions.end_all``); their refresh tokens
@@ -26,7 +26,10 @@ USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}")  # fullmatch: `$
 MIN_PASSWORD_LENGTH = 8
 
 
-def create_user(session: Session, username: str, password: str, roles: list[str] | None = None) -> User:
+def create_user(session: Session, username: str, password: str, roles: list[str] | None = None, *,
+                one_time: bool = False) -> User:
+    """``one_time``: someone else knows the password (it was generated and shown, or typed by an
+    operator), so the person must choose their own at their first sign-in."""
     roles = sorted(set(roles or ["user"]))
     if not USERNAME_RE.fullmatch(username):
         raise FieldError("username", "username must be 1-150 characters: letters, digits and . _ @ + -")
@@ -35,7 +38,8 @@ def create_user(session: Session, username: str, password: str, roles: list[str]
     _check_roles(roles)
     if get_by_username(session, username) is not None:
         raise FieldError("username", f"user {username!r} already exists")
-    user = User(username=username, password_hash=hash_password(password), roles=roles)
+    user = User(username=username, password_hash=hash_password(password), roles=roles,
+                must_change_password=one_time)
     session.add(user)
     session.flush()
     return user
@@ -111,15 +115,27 @@ def set_user_disabled(session: Session, user: User, disabled: bool = True) -> Us
     return user
 
 
-def set_password(session: Session, user: User, password: str) -> None:
+def delete_user(session: Session, user: User) -> None:
+    """Delete a person. Their sessions, consents, codes, pending requests and refresh tokens go with
+    them (ON DELETE CASCADE), so every app they connected stops at its next refresh; audit events
+    keep their id. The last enabled admin cannot be deleted."""
+    require_another_admin(session, user)
+    session.delete(user)
+    session.flush()
+
+
+def set_password(session: Session, user: User, password: str, *, one_time: bool = False) -> None:
+    """``one_time`` as in ``create_user``; a password of the person's own choosing clears it."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise FieldError("password", f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = hash_password(password)
+    user.must_change_password = one_time
 
 
 def reset_password(session: Session, user: User, password: str) -> None:
-    """An admin sets a new password: every session signed in with the old one ends."""
-    set_password(session, user, password)
+    """An admin sets a new password: every session signed in with the old one ends, and since the
+    admin knows it, it is a one-time password the person replaces at their next sign-in."""
+    set_password(session, user, password, one_time=True)
     sessions.end_all(session, user.id)
 
 

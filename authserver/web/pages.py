@@ -46,6 +46,15 @@ class SignInRequired(Exception):
         self.next_path = next_path
 
 
+class PasswordChangeRequired(Exception):
+    """The person signed in with a one-time password (``User.must_change_password``): rendered by
+    ``errors.py`` as a redirect to /account/password, which comes back to ``next`` once changed."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
 @dataclass(frozen=True)
 class SignedIn:
     login: LoginSession
@@ -83,15 +92,28 @@ def signed_in(session: Session, request: Request, cookies: Cookies) -> SignedIn 
     return SignedIn(found[0], found[1], value)
 
 
-def require_signed_in(session: Session, request: Request, cookies: Cookies, *roles: str) -> SignedIn:
-    """The signed-in person, holding one of ``roles`` when any are named; else sign-in or 403."""
+def require_signed_in(session: Session, request: Request, cookies: Cookies, *roles: str,
+                      one_time_password_ok: bool = False) -> SignedIn:
+    """The signed-in person, holding one of ``roles`` when any are named; else sign-in or 403.
+
+    Someone signed in with a one-time password gets no page but the password page
+    (``one_time_password_ok``) until they have chosen their own."""
     who = signed_in(session, request, cookies)
     if who is None:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
-        raise SignInRequired(target if request.method == "GET" else local(request, "/account"))
+        raise SignInRequired(_return_path(request))
+    if who.user.must_change_password and not one_time_password_ok:
+        raise PasswordChangeRequired(_return_path(request))
     if roles and not who.roles & set(roles):
         raise FORBIDDEN
     return who
+
+
+def _return_path(request: Request) -> str:
+    """Where to come back to after signing in or changing the password: this page (a POST's
+    form cannot be replayed, so after one: the account page)."""
+    if request.method != "GET":
+        return local(request, "/account")
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 def csrf_token(cookies: Cookies, who: SignedIn) -> str:
@@ -169,3 +191,7 @@ def see_other(location: str) -> RedirectResponse:
 
 def sign_in_location(request: Request, next_path: str) -> str:
     return local(request, f"/login?next={quote(next_path, safe='/')}")
+
+
+def password_change_location(request: Request, next_path: str) -> str:
+    return local(request, f"/account/password?next={quote(next_path, safe='/')}")

@@ -11,8 +11,10 @@ Each run sets a fresh password for that person (unless ``--password`` or
     python -m examples.calendar_mcp.seed [--resource URL] [--username demo] [--wait URL ...]
     python -m examples.calendar_mcp.seed --client-env [--resource URL]
 
-``--wait`` first polls the given URLs until they answer (used by ``make demo`` so the summary
-is printed once both servers are up). ``--client-env`` seeds, gives the server's client a new
+``--free-ports PORT...`` only checks that nothing listens on those ports (``make demo`` runs it
+first, so a port in use is one clear line at once). ``--wait`` first polls the given URLs until
+they answer (used by ``make demo`` so the summary is printed once both servers are up).
+``--client-env`` seeds, gives the server's client a new
 secret and prints only ``CALENDAR_MCP_CLIENT_ID=…`` and ``CALENDAR_MCP_CLIENT_SECRET=…`` lines,
 which ``make demo`` exports to the demo server before starting it (a secret is stored only as a
 hash, so each start needs a fresh one).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -133,6 +136,20 @@ def wait_for(urls: Sequence[str], timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def taken_ports(ports: Sequence[int], host: str = "127.0.0.1") -> list[int]:
+    """The ports another process listens on already (bound the way uvicorn binds, SO_REUSEADDR on,
+    so a port only lingering in TIME_WAIT counts as free)."""
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                taken.append(port)
+    return taken
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.calendar_mcp.seed", description=__doc__.split("\n")[0])
     parser.add_argument("--resource", default=os.environ.get("CALENDAR_MCP_RESOURCE", DEFAULT_RESOURCE),
@@ -141,9 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("CALENDAR_DEMO_PASSWORD"),
                         help="default: a new random one each run")
     parser.add_argument("--wait", nargs="*", default=[], metavar="URL", help="wait until these URLs answer")
+    parser.add_argument("--free-ports", nargs="+", type=int, metavar="PORT",
+                        help="only check that nothing listens on these ports of 127.0.0.1 (exit 1 if one is taken)")
     parser.add_argument("--client-env", action="store_true",
                         help="give the demo server's client a new secret; print only its CALENDAR_MCP_CLIENT_* lines")
     args = parser.parse_args(argv)
+    if args.free_ports:
+        taken = taken_ports(args.free_ports)
+        if taken:
+            print(f"error: port {' and '.join(map(str, taken))} on 127.0.0.1 {'is' if len(taken) == 1 else 'are'} "
+                  "in use (another `make demo` or `make run`?): stop it, or choose other ports with "
+                  "make demo DEMO_PORT=8100 DEMO_MCP_PORT=8101", file=sys.stderr)
+            return 1
+        return 0
     db: Database | None = None
     try:
         wait_for(args.wait)

@@ -1,6 +1,7 @@
 """A calendar MCP server (official ``mcp`` SDK, streamable HTTP) protected by authserver.
 
-Two tools over an in-memory calendar per person: ``list_events`` needs ``read:calendar`` (as
+Two tools over an in-memory calendar per person (started with a few sample events when run as
+below): ``list_events`` needs ``read:calendar`` (as
 does the server as a whole), ``create_event`` needs ``write:calendar``. A client first gets
 401 naming the metadata document and ``read:calendar``; a ``create_event`` call with a token
 lacking ``write:calendar`` gets 403 ``insufficient_scope`` with ``scope="read:calendar
@@ -28,6 +29,7 @@ import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -56,19 +58,40 @@ class Event:
     end: str | None = None
 
 
-class Calendar:
-    """Events per person (the token's subject), in memory: restarting the server forgets them."""
+def sample_events(today: date) -> list[tuple[str, str, str]]:
+    """What a demo calendar starts with, in the coming days: (title, start, end), ISO 8601 UTC."""
+    def at(days: int, hour: int, minute: int = 0) -> str:
+        return datetime.combine(today + timedelta(days=days), time(hour, minute), UTC).isoformat()
 
-    def __init__(self) -> None:
+    return [("Team stand-up", at(1, 9, 30), at(1, 9, 45)),
+            ("Lunch with Sam", at(1, 12, 30), at(1, 13, 30)),
+            ("Dentist", at(3, 16), at(3, 16, 30)),
+            ("Quarterly planning", at(7, 10), at(7, 12))]
+
+
+class Calendar:
+    """Events per person (the token's subject), in memory: restarting the server forgets them.
+
+    With ``samples`` (the demo's, see ``sample_events``) each person's calendar starts with
+    them, so ``list_events`` has something to show before anything was created.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, str, str]] = ()) -> None:
         self.events: dict[str, list[Event]] = {}
         self.ids = itertools.count(1)
+        self.samples = list(samples)
+
+    def _of(self, owner: str) -> list[Event]:
+        if owner not in self.events:
+            self.events[owner] = [Event(next(self.ids), *sample) for sample in self.samples]
+        return self.events[owner]
 
     def list(self, owner: str) -> list[Event]:
-        return sorted(self.events.get(owner, []), key=lambda e: e.start)
+        return sorted(self._of(owner), key=lambda e: e.start)
 
     def add(self, owner: str, title: str, start: str, end: str | None) -> Event:
         event = Event(next(self.ids), title, start, end)
-        self.events.setdefault(owner, []).append(event)
+        self._of(owner).append(event)
         return event
 
 
@@ -135,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         reporter = ToolCallReporter(args.issuer, args.report_client_id, args.report_client_secret)
     elif args.report_client_id or args.report_client_secret:
         parser.error("tool-call reports need both --report-client-id and --report-client-secret")
-    app = create_app(args.issuer, args.resource, reporter=reporter)
+    calendar = Calendar(sample_events(datetime.now(UTC).date()))
+    app = create_app(args.issuer, args.resource, calendar=calendar, reporter=reporter)
     uvicorn.run(app, host=args.host, port=port, server_header=False)
 
 
