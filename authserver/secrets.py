@@ -18,6 +18,19 @@ def new_secret(nbytes: int = 32) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
+def new_client_id() -> str:
+    """A generated ``client_id``: 128 random bits, never starting with ``-``.
+
+    One in 64 URL-safe values starts with ``-``, which every command line reads as an option
+    (``authserver clients update -YMu… --name X`` was a usage error); the id is public, so
+    drawing again costs nothing that matters.
+    """
+    while True:
+        value = secrets.token_urlsafe(16)
+        if not value.startswith("-"):
+            return value
+
+
 class _RandomPool:
     """Random bytes from ``os.urandom``, fetched 4 KiB at a time.
 

@@ -215,3 +215,15 @@ def test_every_command_and_option_has_help_text() -> None:
     missing = [f"{path} {action.option_strings or action.dest}"
                for path, action in _actions(build_parser(), "authserver") if not action.help]
     assert missing == []
+
+
+def test_generated_client_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One random id in 64 began with ``-``, which the command line reads as an option: ``clients
+    update -YMu… --name X`` was a usage error (seen in CI). Such a draw is drawn again."""
+    from authserver import secrets as ours
+
+    draws = iter(["-YMuUXdQf3CKll6VsGXWvg", "-second", "YMuUXdQf3CKll6VsGXWvg"])
+    monkeypatch.setattr(ours.secrets, "token_urlsafe", lambda nbytes: next(draws))
+    assert ours.new_client_id() == "YMuUXdQf3CKll6VsGXWvg"
+    monkeypatch.undo()
+    assert not any(ours.new_client_id().startswith("-") for _ in range(2000))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from authserver.clients.jwks import JwksError, check_jwks_uri, check_public_jwks
 from authserver.clients.models import Client
 from authserver.errors import AppError, InvalidClientMetadata, InvalidRedirectUriMetadata
-from authserver.secrets import hash_secret, new_secret
+from authserver.secrets import hash_secret, new_client_id, new_secret
 from authserver.uris import check_redirect_uri, is_loopback_uri
 
 SELF_REGISTERED_GRANTS = frozenset({"authorization_code", "refresh_token"})
@@ -147,7 +147,7 @@ def register(session: Session, request: RegistrationRequest, *, ttl: int,
              now: datetime) -> tuple[Client, dict[str, str]]:
     """Create the client; returns it with the one-time secrets to show (client_secret, registration token)."""
     secrets: dict[str, str] = {"registration_access_token": new_secret(32)}
-    client = Client(client_id=new_secret(16), kind="dynamic", verified=False,
+    client = Client(client_id=new_client_id(), kind="dynamic", verified=False,
                     token_endpoint_auth_method=request.token_endpoint_auth_method, scopes=[], resources=[],
                     default_scopes=[], created_at=now, expires_at=now + timedelta(seconds=ttl),
                     registration_token_hash=hash_secret(secrets["registration_access_token"]))

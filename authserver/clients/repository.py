@@ -24,7 +24,7 @@ from authserver.clients.models import AUTH_METHODS, GRANT_TYPES, Client
 from authserver.db import affected
 from authserver.errors import AppError, FieldError, NotFound
 from authserver.net import parse_networks
-from authserver.secrets import hash_secret, new_secret
+from authserver.secrets import hash_secret, new_client_id, new_secret
 from authserver.tokens import refresh
 from authserver.tokens.models import RefreshToken
 from authserver.uris import check_redirect_uri, is_loopback_uri
@@ -187,7 +187,7 @@ def _keys(spec: NewClient, auth_method: str,
 
 def create_client(session: Session, spec: NewClient) -> CreatedClient:
     valid = _validate(session, spec)
-    client_id = spec.client_id or new_secret(16)
+    client_id = spec.client_id or new_client_id()
     if session.get(Client, client_id) is not None:
         raise FieldError({"client_id": f"client {client_id!r} already exists"})
     secret = new_secret(32) if valid.has_secret else None
