@@ -490,3 +490,25 @@ def test_readme_documents_every_cli_command() -> None:
     assert "authserver clients create" in commands and "authserver init" in commands
     for command in commands:
         assert command in readme, command
+
+
+def test_readme_documents_every_cli_option_in_its_commands_row() -> None:
+    """Each option of each command (but ``--help`` and ``--json``, which every command has) appears
+    in the README table row of that command."""
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `authserver ")]
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str = "authserver") -> list[tuple[str, Any]]:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers:
+            return [(prefix, parser)]
+        return [leaf for name, sub in subparsers[0].choices.items() for leaf in leaves(sub, f"{prefix} {name}")]
+
+    missing = []
+    for command, parser in leaves(build_parser()):
+        row = " ".join(r for r in rows if re.match(rf"\| `{re.escape(command)}( |`)", r))
+        assert row, command
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option not in ("--help", "--json") and option not in row:
+                    missing.append(f"{command} {option}")
+    assert not missing, missing
