@@ -3,7 +3,8 @@ round-robin with real HTTP, as a load balancer would spread one person's request
 
 * a flow crosses nodes: the sign-in and consent pages (their HTML forms, CSRF included) on one
   node, the code redeemed on a second, the refresh token rotated on a third; every node verifies
-  what every other issued;
+  what every other issued; and a browser whose every request lands on the next node (no sticky
+  sessions) signs in and consents all the same;
 * a revocation on one node is seen by every node within the stated bound (the verdict cache,
   ``AUTHSERVER_CACHE_SECONDS``, default 1 s), polled against a deadline;
 * the same refresh token sent to three nodes at once continues one family only (the race grace
@@ -22,6 +23,7 @@ three servers never start twice.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -126,6 +128,22 @@ def authorize(cluster: Cluster, node: str) -> tuple[str, str]:
     return answer["code"], verifier
 
 
+def round_robin_browser(cluster: Cluster) -> tuple[httpx.Client, list[int]]:
+    """A browser behind a load balancer without sticky sessions: each request goes to the next
+    node (its port rewritten); cookies are per host, so they follow it. The ports it used, in order."""
+    ports = [int(url.rsplit(":", 1)[1]) for url in cluster.urls]
+    used: list[int] = []
+
+    def next_node(request: httpx.Request) -> None:
+        port = ports[len(used) % len(ports)]
+        used.append(port)
+        request.url = request.url.copy_with(port=port)
+        request.headers["host"] = f"127.0.0.1:{port}"
+
+    return httpx.Client(base_url=cluster.urls[0], follow_redirects=False,
+                        event_hooks={"request": [next_node]}), used
+
+
 def redeem(cluster: Cluster, node: str, code: str, verifier: str) -> httpx.Response:
     return httpx.post(f"{node}/token", data={"grant_type": "authorization_code", "code": code,
                                              "code_verifier": verifier, "redirect_uri": authorize_params("", "")[
@@ -219,6 +237,22 @@ def test_authorize_on_one_node_token_on_another_refresh_on_a_third(cluster: Clus
         kids = {k["kid"] for k in httpx.get(f"{cluster.node(n)}/jwks.json").json()["keys"]}
         assert kid_of(successor["access_token"]) in kids
     assert refresh(cluster, cluster.node(0), successor["refresh_token"]).status_code == 200
+
+
+def test_a_browser_whose_every_request_lands_on_another_node_signs_in_and_consents(cluster: Cluster) -> None:
+    """No sticky sessions needed: the pending request, the sign-in session and the CSRF tokens of
+    the pages are valid on every node."""
+    verifier, challenge = pkce_pair()
+    browser, used = round_robin_browser(cluster)
+    with browser:
+        location = run_flow(browser, authorize_params(cluster.public_id, challenge,  # type: ignore[arg-type]
+                                                      scope="read:calendar offline_access"))
+    assert len(used) >= 4 and set(used) == {int(url.rsplit(":", 1)[1]) for url in cluster.urls}
+    assert all(a != b for a, b in itertools.pairwise(used))  # never twice in a row on one node
+    answer = query(location)
+    assert answer["iss"] == ISSUER
+    response = redeem(cluster, cluster.node(len(used)), answer["code"], verifier)
+    assert response.status_code == 200, response.text
 
 
 def test_a_revocation_on_one_node_holds_on_every_node_within_the_cache_bound(cluster: Cluster) -> None:
