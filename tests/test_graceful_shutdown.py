@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -124,9 +124,10 @@ def refuses_connections(server: Server) -> bool:
     return False
 
 
-def wait_for(what: str, done: object, deadline: float = DEADLINE) -> None:
+def wait_for(what: str, done: Callable[[], bool], deadline: float = DEADLINE) -> None:
+    """Poll ``done()`` (never a blind sleep) until true; fail past ``deadline`` seconds."""
     end = time.monotonic() + deadline
-    while not done():  # type: ignore[operator]
+    while not done():
         assert time.monotonic() < end, f"not within {deadline} s: {what}"
         time.sleep(0.02)
 
