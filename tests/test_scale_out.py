@@ -17,8 +17,11 @@ round-robin with real HTTP, as a load balancer would spread one person's request
 
 Starting three processes costs seconds on a small machine, so one trio serves the module; the
 tests keep apart by the grants they make. The database is created for the module and dropped
-after it. ``xdist_group`` keeps the module on one xdist worker (``--dist loadgroup``), so the
-three servers never start twice.
+after it. ``xdist_group`` is meant to keep the module on one xdist worker (``make test`` runs
+``--dist loadgroup``), so the three servers start once. With pytest 9.2 and pytest-xdist 3.8 as
+pinned, loadgroup does not group (pytest-xdist issue 1386: it renames node ids through a field
+pytest 9.2 no longer reads), so each worker that draws a test of this module starts its own trio
+on its own database: slower by one start-up, never wrong.
 """
 
 from __future__ import annotations
