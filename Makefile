@@ -70,12 +70,14 @@ $(TS_INTEROP)/node_modules/.package-lock.json: $(TS_INTEROP)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "npm not found: skipping $(TS_INTEROP)"; exit 0; }; \
 	npm ci --prefix $(TS_INTEROP) --no-audit --no-fund
 
-# The suite runs on TEST_WORKERS processes (pytest-xdist); every test has its own databases.
+# The suite runs on TEST_WORKERS processes (pytest-xdist); every test has its own databases. A module
+# marked `xdist_group` (tests/test_scale_out.py: three servers per module) is meant to stay on one
+# worker; with pytest 9.2 and xdist 3.8 it does not yet (pytest-xdist issue 1386), which costs time only.
 TEST_WORKERS ?= 2
 test: $(VENV)/.test-deps chromium $(TS_INTEROP)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The load generator of the benchmark: Debian's wrk, installed when missing (like chromium above).
 .PHONY: wrk

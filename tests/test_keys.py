@@ -131,6 +131,79 @@ def test_rotation_by_another_process_is_picked_up(db: Database, keys: KeyRing, s
     assert decode_access_token(keys, token, issuer=ISSUER) is not None
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _count_reads(ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record every time ``ring`` reads the keys table."""
+    reads: list[float] = []
+    real = ring._load
+
+    def counted() -> Any:
+        reads.append(time.monotonic())
+        return real()
+
+    monkeypatch.setattr(ring, "_load", counted)
+    return reads
+
+
+def test_the_ring_rereads_the_keys_every_five_seconds(db: Database, keys: KeyRing, settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The staleness bound of a process's keys: a rotation elsewhere is signed with here within 5 s."""
+    clock = _Clock()
+    node = KeyRing(db, KeyEncryptor(TEST_SECRET), settings.key_retention, clock=clock)
+    first = node.snapshot().signing.kid
+    reads = _count_reads(node, monkeypatch)
+    new_kid = keys.rotate()  # another node
+    clock.now += 4.9
+    assert node.snapshot().signing.kid == first and reads == []
+    clock.now += 0.2
+    assert node.snapshot().signing.kid == new_kid and len(reads) == 1
+
+
+def test_a_token_with_a_kid_rotated_in_elsewhere_verifies_at_once(db: Database, keys: KeyRing, settings: Settings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that has not re-read yet meets a token signed with the key another node just made."""
+    clock = _Clock()
+    node = KeyRing(db, KeyEncryptor(TEST_SECRET), settings.key_retention, clock=clock)
+    old_kid = node.snapshot().signing.kid
+    reads = _count_reads(node, monkeypatch)
+    keys.rotate()  # another node, which signs with its new key
+    token = _issue(keys)
+    assert node.snapshot().signing.kid == old_kid  # within the period: this node's copy is stale
+    assert decode_access_token(node, token, issuer=ISSUER) is not None
+    assert len(reads) == 1
+    assert decode_access_token(node, token, issuer=ISSUER) is not None  # now known: no more reads
+    assert len(reads) == 1
+
+
+def test_made_up_kids_cost_at_most_one_read_a_second(db: Database, keys: KeyRing, settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    node = KeyRing(db, KeyEncryptor(TEST_SECRET), settings.key_retention, clock=clock)
+    node.snapshot()
+    reads = _count_reads(node, monkeypatch)
+    for n in range(50):
+        assert node.public_key(f"made-up-{n}") is None
+    assert len(reads) == 1
+    clock.now += 0.5
+    keys.rotate()
+    fresh = _issue(keys)
+    assert decode_access_token(node, fresh, issuer=ISSUER) is None  # rate-limited: not yet
+    assert len(reads) == 1
+    clock.now += 0.6
+    assert decode_access_token(node, fresh, issuer=ISSUER) is not None  # the next second may re-read
+    assert len(reads) == 2
+    assert node.public_key("") is None and len(reads) == 2  # no kid at all never re-reads
+
+
 def test_ensure_key_creates_one_key_only(db: Database, keys: KeyRing) -> None:
     keys.ensure_key()
     keys.ensure_key()

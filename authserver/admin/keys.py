@@ -1,8 +1,8 @@
 """Console section: signing keys — list (active, retired but still published, retired) → Rotate.
 
 Rotation calls the same domain function as ``authserver keys rotate`` (``KeyRing.rotate``); the
-audit event is written in the rotation's transaction. Other nodes pick the new key up within
-their key ring's refresh interval (30 s).
+audit event is written in the rotation's transaction. Other nodes sign with the new key within
+their key ring's refresh interval (5 s), and verify tokens it signed at once (``KeyRing.public_key``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Mapping
+from types import FrameType
+from typing import NoReturn
 
 from authserver.cli.base import Commands, Context, report
 from authserver.logconfig import uvicorn_log_config
@@ -34,10 +37,24 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     # serves none, and uvicorn's WebSocket handshake lines (``"WebSocket /path?query" 403``, on its
     # error logger at INFO, and the websockets library's ``< GET /path?query`` at DEBUG) bypassed the
     # access log's redaction; an upgrade request is now an ordinary request, logged like one.
+    # SIGTERM (what ``docker stop`` and systemd send) stops accepting connections at once and lets
+    # requests in flight finish, for at most --timeout-graceful-shutdown seconds; then uvicorn
+    # cancels what is left and the process exits, with status 0 (``stop_requested``).
+    signal.signal(signal.SIGTERM, stop_requested)
     level = ctx.settings.log_level
     uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
-                server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log)
+                server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log,
+                timeout_graceful_shutdown=args.timeout_graceful_shutdown)
+
+
+def stop_requested(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM outside uvicorn's own handler: before it starts, and again after its graceful
+    shutdown, when uvicorn raises the signal it caught once more so that the previous handler
+    runs (without this one the process would end "killed by SIGTERM", status 143, after a clean
+    shutdown, and an orchestrator could not tell a clean stop from a crash). Stopping when asked
+    to is success: exit 0. With ``--workers`` the supervisor handles the signal and exits 0 itself."""
+    raise SystemExit(0)
 
 
 def issuer_environment(host: str, port: int, environ: Mapping[str, str]) -> dict[str, str]:
@@ -100,6 +117,16 @@ def _require_schema_apart(ctx: Context) -> None:
         raise SystemExit(code if code > 0 else 1)  # the child said why
 
 
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 1 to 3600")
+    return value
+
+
 def register(commands: Commands) -> None:
     p = commands.command(commands.top, "serve", cmd_serve, "serve HTTP")
     p.add_argument("--host", default="127.0.0.1",
@@ -108,6 +135,8 @@ def register(commands: Commands) -> None:
                    help="port to listen on (default 8000); without AUTHSERVER_ISSUER the issuer is "
                         "http://HOST:PORT")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--timeout-graceful-shutdown", type=_seconds, default=20, metavar="SECONDS",
+                   help="on SIGTERM, wait at most this long for requests in flight to finish (default 20)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--proxy-headers", action="store_true",
                    help="shorthand: without AUTHSERVER_TRUSTED_PROXIES, believe X-Forwarded-For from the "

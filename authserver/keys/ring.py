@@ -2,8 +2,18 @@
 
 ES256 (P-256) is the signing algorithm: 40 µs to sign and 106 µs to verify here, and
 every JOSE library supports it. The current key and the serialised JWKS live in
-memory; the ring re-reads the table at most every ``refresh_interval`` seconds so a
-rotation done by another process (``authserver keys rotate``) is picked up by all.
+memory. Several nodes (or ``authserver keys rotate`` in another process) share the
+keys through the database, so each process's copy has a stated staleness bound:
+
+* the snapshot is re-read when it is older than ``refresh_interval`` (``REFRESH_SECONDS``,
+  5 s): within that bound of a rotation anywhere, every node signs with the new key and
+  publishes it in its JWKS;
+* a token naming a ``kid`` this snapshot does not hold (signed by a node that already saw a
+  rotation) makes the ring re-read at once (``public_key``), so such a token verifies on
+  every node without waiting for the period. Anyone can send made-up kids, so those re-reads
+  are rate-limited: at most one per ``miss_reload_interval`` (``MISS_RELOAD_SECONDS``, 1 s)
+  per process, concurrent misses share it, and an unknown kid still fails when nothing new
+  was found.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ from authserver.keys.crypto import KeyEncryptor
 from authserver.keys.models import SigningKey
 
 ALG = "ES256"
+# The staleness bound of every process's copy of the keys (see the module docstring).
+REFRESH_SECONDS = 5.0
+# At most one immediate re-read per this many seconds for tokens naming an unknown kid.
+MISS_RELOAD_SECONDS = 1.0
 
 
 def _b64(data: bytes) -> str:
@@ -107,13 +121,17 @@ class Snapshot:
 
 class KeyRing:
     def __init__(self, db: Database, encryptor: KeyEncryptor, retention: int,
-                 refresh_interval: float = 30.0) -> None:
+                 refresh_interval: float = REFRESH_SECONDS, miss_reload_interval: float = MISS_RELOAD_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._encryptor = encryptor
         self._retention = retention
         self._refresh_interval = refresh_interval
+        self._miss_reload_interval = miss_reload_interval
+        self._clock = clock
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._last_miss_reload = float("-inf")
 
     def ensure_key(self) -> None:
         """Generate the first signing key when there is none (first start)."""
@@ -142,9 +160,30 @@ class KeyRing:
             self.ensure_key()
             snap = self._snapshot
             assert snap is not None
-        elif time.monotonic() - snap.loaded_at > self._refresh_interval:
+        elif self._clock() - snap.loaded_at > self._refresh_interval:
             snap = self.reload(only_if_stale=True)
         return snap
+
+    def public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        """The published key ``kid``, for verifying a token we signed; None when there is none.
+
+        A kid missing from the snapshot may be a key another node made a moment ago: the ring
+        re-reads the table at once, at most once per ``miss_reload_interval`` (see the module
+        docstring). Blocking (a database read): call it off the event loop, as every verifier does.
+        """
+        snap = self.snapshot()
+        key = snap.public_keys.get(kid)
+        if key is not None or not kid:
+            return key
+        asked_at = self._clock()
+        with self._lock:
+            current = self._snapshot
+            if current is not None and current.loaded_at > asked_at:
+                return current.public_keys.get(kid)  # someone re-read while this request waited
+            if asked_at - self._last_miss_reload < self._miss_reload_interval:
+                return None if current is None else current.public_keys.get(kid)
+            self._last_miss_reload = asked_at
+            return self._load().public_keys.get(kid)
 
     async def fresh(self) -> Snapshot:
         """``snapshot()`` for async code: from memory, or (every ``refresh_interval``) read in a thread."""
@@ -155,17 +194,18 @@ class KeyRing:
 
     def is_fresh(self) -> bool:
         snap = self._snapshot
-        return snap is not None and time.monotonic() - snap.loaded_at <= self._refresh_interval
+        return snap is not None and self._clock() - snap.loaded_at <= self._refresh_interval
 
     def reload(self, only_if_stale: bool = False) -> Snapshot:
         with self._lock:
             # Requests that waited for the lock find the snapshot the first one loaded.
             current = self._snapshot
-            if only_if_stale and current is not None and time.monotonic() - current.loaded_at <= self._refresh_interval:
+            if only_if_stale and current is not None and self._clock() - current.loaded_at <= self._refresh_interval:
                 return current
             return self._load()
 
     def _load(self) -> Snapshot:
+        started = self._clock()  # the snapshot is as old as the start of its read
         with self._db.read_session() as session:
             keys = published_keys(session)
             current = next((k for k in keys if k.retired_at is None), None)
@@ -178,8 +218,7 @@ class KeyRing:
                 int.from_bytes(base64.urlsafe_b64decode(k.public_jwk["x"] + "=="), "big"),
                 int.from_bytes(base64.urlsafe_b64decode(k.public_jwk["y"] + "=="), "big"),
                 ec.SECP256R1()).public_key() for k in keys}
-            snap = Snapshot(signing, jwks, json.dumps(jwks, separators=(",", ":")).encode(), public,
-                            time.monotonic())
+            snap = Snapshot(signing, jwks, json.dumps(jwks, separators=(",", ":")).encode(), public, started)
             self._snapshot = snap
             return snap
 

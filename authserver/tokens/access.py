@@ -87,6 +87,10 @@ def decode_access_token(keys: KeyRing, token: str, *, issuer: str, leeway: int =
     skew for every time claim; ``expired_for`` also accepts a token that expired at most
     that many seconds ago (a report about a call made while it was valid) without
     relaxing ``iat``/``nbf`` or anything else.
+
+    A kid this process has not seen yet makes the key ring re-read the keys at once (rate-limited:
+    ``KeyRing.public_key``), so a token signed by a node that already rotated verifies here too.
+    Blocking: call it off the event loop.
     """
     try:
         header = jwt.get_unverified_header(token)
@@ -94,7 +98,8 @@ def decode_access_token(keys: KeyRing, token: str, *, issuer: str, leeway: int =
         return None
     if header.get("alg") != ALG or header.get("typ") != TOKEN_TYPE:
         return None
-    key = keys.snapshot().public_keys.get(header.get("kid", ""))
+    kid = header.get("kid")
+    key = keys.public_key(kid) if isinstance(kid, str) else None
     if key is None:
         return None
     try:
