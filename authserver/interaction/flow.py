@@ -129,9 +129,11 @@ def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationReq
     return row
 
 
-def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datetime) -> None:
+def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datetime,
+                 amr: list[str] | None = None) -> None:
     row.user_id = user_id
     row.auth_time = auth_time
+    row.amr = amr
     row.status = AUTHENTICATED
 
 
