@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from authserver.app import create_app
 from authserver.db import Database
 from authserver.mfa import totp
+from authserver.tokens.purge import purge
 from tests.admin_pages import browser, make_user, sign_in
 from tests.conftest import ISSUER, TEST_SECRET, make_settings
 from tests.oauth_helpers import authorize_params, execute, interaction_page, login, pkce_pair, query, seed, sql
@@ -108,6 +109,9 @@ def test_an_expired_step_asks_for_the_password_again(app: Any, carol: Enrolled, 
         assert 'name="password"' in other.get("/login?next=/account").text
         late = code_step(other, page.text, carol.code(clock.now))
         assert late.status_code == 401 and "Sign in again" in late.text and not _signed_in(other)
+    with db.session() as session:  # abandoned steps do not pile up
+        assert purge(session, datetime.now(UTC), 10)["second_steps"] == 1
+    assert sql(db, "SELECT COUNT(*) FROM second_steps")[0][0] == 0
 
 
 def test_wrong_codes_spend_the_same_budget_as_wrong_passwords(db_url: str, db: Database, clock: Clock) -> None:
