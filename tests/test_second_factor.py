@@ -124,6 +124,11 @@ def test_a_recovery_code_works_once(app, client: TestClient, db: Database, clock
         again = sign_in_with_code(other, "carol", code)
         assert again.status_code == 401 and not _signed_in(other)
     assert "Recovery codes left: 9." in client.get("/account/two-step").text
+    # The person's own Activity page says what happened (a wrong code means the password is known).
+    activity = client.get("/account/activity").text
+    assert "You turned on two-step verification" in activity
+    assert "A recovery code was used to sign in from testclient (9 left)" in activity
+    assert "A wrong two-step verification code was entered from testclient" in activity
 
 
 def test_the_secret_and_the_recovery_codes_are_not_stored_in_clear(client: TestClient, db: Database,

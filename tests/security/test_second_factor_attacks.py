@@ -6,6 +6,7 @@ server's own key) so that the binding itself, not the CSRF check, is what is tes
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -129,6 +130,29 @@ def test_wrong_codes_spend_the_same_budget_as_wrong_passwords(db_url: str, db: D
             refused = password_step(again, "carol")
             assert refused.status_code == 401 and "Too many failed sign-ins" in refused.text
         assert enrolled.secret  # (the right code would be refused too: see test_second_factor)
+
+
+def test_one_code_raced_from_two_browsers_signs_in_only_one(app: Any, carol: Enrolled, db: Database,
+                                                            clock: Clock) -> None:
+    """The victim and an onlooker who saw the code and knows the password submit it at the same
+    moment: the conditional UPDATE on the last time step lets exactly one through."""
+    with browser(app) as first, browser(app) as second:
+        pages = [c.get(password_step(c, "carol").headers["location"]).text for c in (first, second)]
+        code = carol.code(clock.now)
+        start = threading.Barrier(2)
+        answers: list[int] = []
+
+        def submit(client: TestClient, page: str) -> None:
+            start.wait()
+            answers.append(code_step(client, page, code).status_code)
+
+        threads = [threading.Thread(target=submit, args=pair) for pair in zip((first, second), pages, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(answers) == [303, 401]
+        assert [_signed_in(first), _signed_in(second)].count(True) == 1
 
 
 def test_a_secret_copied_to_another_account_does_not_decrypt() -> None:
