@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -195,3 +196,19 @@ def test_five_wrong_codes_end_the_step_and_the_password_is_asked_again(app, clie
         assert 'name="password"' in answer.text and "Sign in again" in answer.text
         assert 'name="password"' in other.get("/login?next=/account").text
     assert sql(db, "SELECT COUNT(*) FROM second_steps")[0][0] == 0
+
+
+def test_the_code_page_leads_back_to_the_password_for_another_account(app, client: TestClient, db: Database,
+                                                                      clock: Clock) -> None:
+    make_user(db, "carol")
+    make_user(db, "dave")
+    sign_in(client, "carol", next_path="/account")
+    enrol(client, clock)
+    with browser(app) as other:
+        page = other.get(password_step(other, "carol").headers["location"])
+        link = re.search(r'<a href="([^"]+)">Sign in with another account</a>', page.text)
+        assert link and link.group(1) == "/login?next=/account&amp;again=1"
+        back = other.get("/login?next=/account&again=1")
+        assert 'name="password"' in back.text and not other.cookies.get("authserver_second_step")
+        assert password_step(other, "dave").headers["location"] == "/account" and _signed_in(other)
+        assert other.get("/account").text.count("Signed in as dave") == 1

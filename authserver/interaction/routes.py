@@ -117,17 +117,20 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
         return response
 
     @api.get("/interaction/{rid}")
-    def interaction(rid: str, request: Request, services: ServicesDep) -> Response:
+    def interaction(rid: str, request: Request, services: ServicesDep, again: str | None = None) -> Response:
         with services.db.session() as session:
             row = flow.load(session, rid, request.cookies.get(cookies.browser_name))
             signed_in = sessions.current(session, cookies.session_id(request))
             if row.status == flow.AUTHENTICATED and (signed_in is None or signed_in[1].id != row.user_id):
                 row.status = flow.CREATED  # the person signed out (or in as someone else) meanwhile
             if row.status == flow.CREATED:
-                if steps.find(session, cookies.second_step_id(request), request.cookies.get(cookies.browser_name),
-                              row.id_hash) is not None:
+                if again is None and steps.find(session, cookies.second_step_id(request),
+                                                request.cookies.get(cookies.browser_name), row.id_hash) is not None:
                     return _second_step_page(request, cookies, rid)
-                return _login_page(request, cookies, session, rid, row)
+                response = _login_page(request, cookies, session, rid, row)
+                if again is not None:  # "Sign in with another account" on the code page
+                    cookies.clear_second_step(response)
+                return response
             if signed_in is not None and signed_in[1].must_change_password:
                 return _choose_a_password_first(request, rid)
             if signed_in is not None and totp.must_enrol(session, services.settings, signed_in[1]):
@@ -259,6 +262,7 @@ def _second_step_page(request: Request, cookies: Cookies, rid: str, *, error: st
         "action": local(request, f"/interaction/{rid}/second-factor"),
         "csrf": cookies.csrf_token("second-factor", rid, browser_id), "error": error, "next": None,
         "switch_next": local(request, f"/interaction/{rid}"),
+        "start_over": local(request, f"/interaction/{rid}?again=1"),
     }, status_code=status_code, headers=NO_STORE)
 
 

@@ -28,15 +28,19 @@ def router(cookies: Cookies) -> APIRouter:
     api = APIRouter()
 
     @api.get("/login")
-    def login_page(request: Request, services: ServicesDep, next: str | None = None) -> Response:
+    def login_page(request: Request, services: ServicesDep, next: str | None = None,
+                   again: str | None = None) -> Response:
         target = pages.safe_next(request, next)
         with services.db.read_session() as session:
             if pages.signed_in(session, request, cookies) is not None:
                 return pages.see_other(target)
-            if steps.find(session, cookies.second_step_id(request), request.cookies.get(cookies.browser_name),
-                          None) is not None:
+            if again is None and steps.find(session, cookies.second_step_id(request),
+                                            request.cookies.get(cookies.browser_name), None) is not None:
                 return _second_step_page(request, cookies, target)
-        return _page(request, cookies, target)
+        response = _page(request, cookies, target)
+        if again is not None:  # "Sign in with another account" on the code page
+            cookies.clear_second_step(response)
+        return response
 
     @api.post("/login")
     async def login(request: Request, services: ServicesDep) -> Response:
@@ -130,5 +134,6 @@ def _second_step_page(request: Request, cookies: Cookies, target: str, *, error:
     response: Response = request.app.state.templates.TemplateResponse(request, "second_step.html", {
         "action": pages.local(request, "/login/second-factor"), "csrf": cookies.csrf_token("second-factor", browser_id),
         "error": error, "next": target, "switch_next": pages.sign_in_location(request, target),
+        "start_over": pages.sign_in_location(request, target) + "&again=1",
     }, status_code=status_code, headers=NO_STORE)
     return response

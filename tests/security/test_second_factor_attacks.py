@@ -166,3 +166,16 @@ def test_a_secret_copied_to_another_account_does_not_decrypt() -> None:
         sealer.open(mallory, blob)
     with pytest.raises(InvalidTag):
         totp.Sealer(TEST_SECRET + "-other").open(alice, blob)
+
+
+def test_leaving_the_code_page_of_a_request_asks_for_the_password_again(app: Any, carol: Enrolled,
+                                                                        db: Database) -> None:
+    world = seed(db)
+    with browser(app) as other:
+        _, challenge = pkce_pair()
+        page = interaction_page(other, authorize_params(world.public_id, challenge))
+        interaction = login(other, page.text, "carol").headers["location"]
+        assert 'name="code"' in other.get(interaction).text
+        back = other.get(f"{interaction}?again=1")
+        assert 'name="password"' in back.text and not _signed_in(other)
+        assert 'name="password"' in other.get(interaction).text  # the step's cookie is gone
