@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from authserver.audit.models import AuditEvent
 from authserver.db import Database
 from authserver.mfa import steps
-from tests.admin_pages import browser, make_user, sign_in
+from tests.admin_pages import browser, csrf, make_user, sign_in
 from tests.oauth_helpers import PASSWORD, sql
 from tests.second_factor_helpers import Clock, code_step, enrol, form_of, password_step, pinned_clock, sign_in_with_code
 
@@ -212,3 +212,25 @@ def test_the_code_page_leads_back_to_the_password_for_another_account(app, clien
         assert 'name="password"' in back.text and not other.cookies.get("authserver_second_step")
         assert password_step(other, "dave").headers["location"] == "/account" and _signed_in(other)
         assert other.get("/account").text.count("Signed in as dave") == 1
+
+
+def test_an_admin_turns_off_a_lost_second_factor_and_the_person_is_signed_out(app, client: TestClient,
+                                                                           db: Database, clock: Clock) -> None:
+    carol = make_user(db, "carol")
+    make_user(db, "root", "admin")
+    sign_in(client, "carol", next_path="/account")
+    enrol(client, clock)
+    with browser(app, "root") as root, browser(app) as auditor:
+        assert "On (authenticator app), 10 recovery codes left." in root.get(f"/admin/users/{carol}").text
+        make_user(db, "eve", "auditor")
+        sign_in(auditor, "eve", next_path="/admin")
+        token = csrf(auditor, f"/admin/users/{carol}")
+        assert auditor.post(f"/admin/users/{carol}/second-factor", data={"csrf": token}).status_code == 403
+        assert sql(db, "SELECT COUNT(*) FROM totp_factors")[0][0] == 1
+        done = root.post(f"/admin/users/{carol}/second-factor", data={"csrf": csrf(root, f"/admin/users/{carol}")})
+        assert done.status_code == 303 and 'id="second-factor-status">Off.' in root.get(done.headers["location"]).text
+    assert not _signed_in(client)  # carol's session ended
+    [event] = _events(db, "user.second_factor_reset")
+    assert event.detail["username"] == "carol" and event.detail["sessions_ended"] == 1
+    with browser(app) as other:
+        assert password_step(other, "carol").headers["location"] == "/account" and _signed_in(other)
