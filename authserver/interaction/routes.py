@@ -3,6 +3,12 @@
 Routes stay thin; the rules are in ``oauth.authorize`` (what a request may ask) and
 ``interaction.flow`` (where the request stands). Every POST carries a CSRF token
 bound to the request and to this browser's binding cookie.
+
+A person with two-step verification gets no session from the password alone: the request stays
+``created`` and its page asks for the code (``mfa.steps``, bound to this browser and this request)
+until one is accepted. ``prompt=login`` and ``max_age`` (``AuthorizationParams.needs_fresh_sign_in``)
+ignore an existing session; AUTHSERVER_REQUIRE_SECOND_FACTOR holds the request, like a one-time
+password does, until the person has set one up.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Sign-in inside an authorization request stays in ``interaction``; this page is for a person
 who comes to us directly. Its form's CSRF token is bound to the browser cookie (there is no
-session yet), and it returns only to a local path (``safe_next``), never to another site.
+session yet), and it returns only to a local path (``safe_next``), never to another site. After a
+right password, a person with two-step verification is shown the code page here instead
+(``mfa.steps``); the session starts only with the code.
 """
 
 from __future__ import annotations
