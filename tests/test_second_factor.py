@@ -8,6 +8,7 @@ import base64
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -234,3 +235,20 @@ def test_an_admin_turns_off_a_lost_second_factor_and_the_person_is_signed_out(ap
     assert event.detail["username"] == "carol" and event.detail["sessions_ended"] == 1
     with browser(app) as other:
         assert password_step(other, "carol").headers["location"] == "/account" and _signed_in(other)
+
+
+def test_the_cli_turns_off_a_lost_second_factor(client: TestClient, db: Database, db_url: str, clock: Clock,
+                                                tmp_path: Path) -> None:
+    from tests.test_cli import Cli, _assert_one_line_error, _env
+
+    make_user(db, "carol")
+    sign_in(client, "carol", next_path="/account")
+    enrol(client, clock)
+    cli = Cli(_env(db_url), tmp_path)
+    done = cli.json("users", "reset-second-factor", "carol")
+    assert done["username"] == "carol" and done["sessions_ended"] == 1
+    assert not _signed_in(client) and sql(db, "SELECT COUNT(*) FROM totp_factors")[0][0] == 0
+    [event] = _events(db, "user.second_factor_reset")
+    assert event.actor == "cli" and event.detail == {"username": "carol", "sessions_ended": 1}
+    _assert_one_line_error(cli.run("users", "reset-second-factor", "carol"), "has no two-step verification")
+    _assert_one_line_error(cli.run("users", "reset-second-factor", "nobody"), "no user")
