@@ -142,7 +142,7 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
             if signed_in is not None and totp.must_enrol(session, services.settings, signed_in[1]):
                 return _set_up_a_second_factor_first(request, rid)
             if signed_in is not None:
-                row.amr = signed_in[0].amr  # a second factor set up since (see account.second_factor)
+                row.amr = signed_in[0].amr  # a second factor set up since (see account.two_step)
             need = flow.consent_need(session, row)
             if need.confirm_only:
                 return _confirm_page(request, services, cookies, session, rid, row, need)
