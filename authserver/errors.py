@@ -225,7 +225,14 @@ def oauth_error(request: Request, exc: OAuthError) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     from authserver.web.i18n import gettext_for
-    from authserver.web.pages import PasswordChangeRequired, SignInRequired, password_change_location, sign_in_location
+    from authserver.web.pages import (
+        PasswordChangeRequired,
+        SecondFactorRequired,
+        SignInRequired,
+        password_change_location,
+        second_factor_setup_location,
+        sign_in_location,
+    )
 
     async def on_oauth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OAuthError)
@@ -258,6 +265,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, PasswordChangeRequired)
         return RedirectResponse(password_change_location(request, exc.next_path), status_code=303, headers=NO_STORE)
 
+    async def on_second_factor_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SecondFactorRequired)
+        return RedirectResponse(second_factor_setup_location(request, exc.next_path), status_code=303,
+                                headers=NO_STORE)
+
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         # JSON APIs under FastAPI's own validation still answer in OAuth's shape.
         # Locations and types only: the errors also carry the submitted input (passwords, tokens).
@@ -271,6 +283,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ErrorPage, on_error_page)
     app.add_exception_handler(SignInRequired, on_sign_in_required)
     app.add_exception_handler(PasswordChangeRequired, on_password_change_required)
+    app.add_exception_handler(SecondFactorRequired, on_second_factor_required)
     app.add_exception_handler(RequestValidationError, on_validation_error)
 
 

@@ -7,6 +7,7 @@ from authserver.db import Base
 from authserver.interaction.models import AuthorizationRequest, Consent, LoginSession
 from authserver.keys.models import SigningKey
 from authserver.limits.models import LimitCounter
+from authserver.mfa.models import RecoveryCode, SecondStep, TotpFactor
 from authserver.policy.models import InitialAccessToken, ServerSetting
 from authserver.replay import UsedJti
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
@@ -16,7 +17,8 @@ metadata = Base.metadata
 
 __all__ = [
     "AuditEvent", "AuthorizationCode", "AuthorizationRequest", "Base", "Client", "Consent", "InitialAccessToken",
-    "LimitCounter", "LoginSession",
-    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "ServerSetting", "SigningKey", "UsedJti", "User",
+    "LimitCounter", "LoginSession", "RecoveryCode",
+    "RefreshToken", "Resource", "RevokedAccessToken", "Scope", "SecondStep", "ServerSetting", "SigningKey",
+    "TotpFactor", "UsedJti", "User",
     "metadata",
 ]

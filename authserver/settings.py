@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     signin_address_window: int = Field(default=900, ge=1, le=86400)
     signin_backoff_seconds: float = Field(default=30, ge=0.01, le=3600)
     signin_lock_seconds: float = Field(default=900, ge=0.01, le=86400)
+    # Who must have a second factor (TOTP, see authserver.mfa): nobody, people with the admin role,
+    # or everyone. Someone who must and has none is sent to set one up right after the password.
+    require_second_factor: Literal["none", "admins", "everyone"] = "none"
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"

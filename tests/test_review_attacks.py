@@ -150,7 +150,8 @@ def _fill(path: str, user: str) -> str:
 
 def _state(db: Database) -> dict[str, list[str]]:
     tables = ("clients", "consents", "refresh_tokens", "authorization_codes", "users", "login_sessions",
-              "scopes", "resources", "signing_keys", "server_settings", "initial_access_tokens")
+              "scopes", "resources", "signing_keys", "server_settings", "initial_access_tokens", "totp_factors",
+              "recovery_codes")
     return {t: sorted(map(repr, sql(db, f"SELECT * FROM {t}"))) for t in tables}  # type: ignore[misc]
 
 
@@ -183,7 +184,8 @@ def test_no_console_post_obeys_an_auditor_a_user_or_a_token_of_another_purpose(a
 def test_no_account_post_obeys_a_token_of_another_purpose_or_session(app: FastAPI, db: Database) -> None:
     seed(db)
     routes = _post_routes(app, "/account")
-    assert routes == ["/account/disconnect", "/account/password"]
+    assert routes == ["/account/disconnect", "/account/password", "/account/two-step/begin",
+                      "/account/two-step/confirm", "/account/two-step/disable", "/account/two-step/recovery-codes"]
     with browser(app, "alice") as alice, browser(app, "bob") as bob:
         value = alice.cookies.get("authserver_session") or ""
         tokens = [cookies_of(app).csrf_token("logout", value), cookies_of(app).csrf_token("signin", value),
@@ -193,7 +195,8 @@ def test_no_account_post_obeys_a_token_of_another_purpose_or_session(app: FastAP
             for token in tokens:
                 response = alice.post(path, data={"csrf": token, "current_password": PASSWORD,
                                                   "new_password": "a brand new password",
-                                                  "confirm_password": "a brand new password"})
+                                                  "confirm_password": "a brand new password",
+                                                  "credential": PASSWORD, "code": "123456"})
                 assert response.status_code == 403, (path, response.text[:300])
         assert _state(db) == before
 

@@ -1,4 +1,4 @@
-"""A person's own activity: sign-ins, consents, disconnections, password changes, tool calls.
+"""A person's own activity: sign-ins, consents, disconnections, password and two-step changes, tool calls.
 
 Read from the audit log, and only rows whose ``actor`` is this person's user id (an indexed
 column): a person never sees anyone else's rows, whatever the page is asked. Newest first, in
@@ -151,6 +151,29 @@ def _password_change_failed(event: AuditEvent, detail: dict[str, Any], names: _N
                        mark=FAILED)
 
 
+def _second_factor_on(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    return ActivityRow(event.id, event.at, N_("You turned on two-step verification"), {})
+
+
+def _second_factor_off(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    return ActivityRow(event.id, event.at, N_("You turned off two-step verification"), {})
+
+
+def _second_factor_failed(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    """After the right password (or in a signed-in session): whoever typed it knows the password."""
+    return ActivityRow(event.id, event.at, N_("A wrong two-step verification code was entered from %(ip)s"),
+                       {"ip": _ip(event)}, mark=FAILED)
+
+
+def _recovery_code_used(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    return ActivityRow(event.id, event.at, N_("A recovery code was used to sign in from %(ip)s (%(left)s left)"),
+                       {"ip": _ip(event), "left": str(detail.get("recovery_codes_left", "?"))})
+
+
+def _recovery_codes_replaced(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
+    return ActivityRow(event.id, event.at, N_("You made new recovery codes"), {})
+
+
 def _tool_called(event: AuditEvent, detail: dict[str, Any], names: _Names) -> ActivityRow:
     """Reported by the MCP server (contract: tool, tool_outcome success|error|denied, resource, called_at)."""
     values = {"app": names.app(event.client_id), "server": names.server(detail.get("resource")),
@@ -188,6 +211,11 @@ SENTENCES: dict[str, Callable[[AuditEvent, dict[str, Any], _Names], ActivityRow]
     "password.changed": _password_changed,
     "password.change_failed": _password_change_failed,
     "tool.called": _tool_called,
+    "mfa.enrolled": _second_factor_on,
+    "mfa.disabled": _second_factor_off,
+    "mfa.failed": _second_factor_failed,
+    "mfa.recovery_used": _recovery_code_used,
+    "mfa.recovery_codes_replaced": _recovery_codes_replaced,
 }
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from authserver.account import activity, dates, password
+from authserver.account import activity, dates, password, two_step
 from authserver.account import apps as connected_apps
 from authserver.db import utcnow
 from authserver.deps import ServicesDep
@@ -32,6 +32,7 @@ PASSWORD_CHANGED = N_("Your password was changed. Any other browser signed in to
 
 def router(cookies: Cookies) -> APIRouter:
     api = APIRouter()
+    api.include_router(two_step.router(cookies))
 
     @api.get("/account")
     def apps_page(request: Request, services: ServicesDep) -> Response:

@@ -1,8 +1,11 @@
-"""Console section: users — list → create → a person's page (roles, password reset, disable/enable).
+"""Console section: users — list → create → a person's page (roles, password reset, disable/enable,
+turning off a lost second factor).
 
 Disabling (after a confirmation page) and a password reset end the person's sessions; the last
 enabled admin cannot be disabled or lose the admin role, yourself included. Both rules live in
-``users.repository`` so the CLI keeps them too.
+``users.repository`` so the CLI keeps them too. Turning off someone's two-step verification (their
+phone and recovery codes lost) also ends their sessions: whoever signs in next shows the password
+only, and sets it up again when AUTHSERVER_REQUIRE_SECOND_FACTOR asks them to.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from authserver.admin.forms import NOT_FOUND, Reply, field_errors, unit_of_work
 from authserver.audit.log import last_at
 from authserver.deps import ServicesDep
 from authserver.errors import AppError, FieldError
+from authserver.interaction import sessions
 from authserver.interaction.cookies import Cookies
+from authserver.mfa import totp
 from authserver.users import repository as users
 from authserver.users.models import ROLES, User
 from authserver.web import pages
@@ -46,8 +51,11 @@ def router(cookies: Cookies) -> APIRouter:
     def detail(request: Request, session: Session, who: SignedIn, user: User, status_code: int = 200,
                errors: dict[str, str] | None = None, roles: list[str] | None = None) -> Response:
         last = last_at(session, "login.succeeded", [str(user.id)]).get(str(user.id))
+        enrolled = totp.enrolled(session, user.id)
         return page(request, who, "admin/user.html", status_code, user=user, last_sign_in=last,
-                    chosen=roles if roles is not None else user.roles, errors=errors or {})
+                    chosen=roles if roles is not None else user.roles, errors=errors or {},
+                    second_factor=enrolled,
+                    recovery_codes_left=totp.recovery_codes_left(session, user.id) if enrolled else 0)
 
     @api.get("/users")
     def list_users(request: Request, services: ServicesDep) -> Response:
@@ -165,6 +173,23 @@ def router(cookies: Cookies) -> APIRouter:
             user = users.set_user_disabled(session, _user(session, user_id), False)
             common.audit(session, who, request, "user.enabled", username=user.username)
             return done(request, f"/admin/users/{user.id}", f"{user.username} can sign in again.")
+
+        return await run_in_threadpool(unit_of_work, services.db, work)
+
+    @api.post("/users/{user_id}/second-factor")
+    async def reset_second_factor(request: Request, services: ServicesDep, user_id: str) -> Response:
+        form, _ = await pages.read_form(request)
+
+        def work(session: Session) -> Response:
+            who = common.writer(session, request, cookies, form)
+            user = _user(session, user_id)
+            if not totp.disable(session, user.id):
+                return done(request, f"/admin/users/{user.id}", f"{user.username} has no two-step verification.")
+            ended = sessions.end_all(session, user.id)
+            common.audit(session, who, request, "user.second_factor_reset", username=user.username,
+                         sessions_ended=ended)
+            return done(request, f"/admin/users/{user.id}",
+                        f"Two-step verification of {user.username} is off; they were signed out everywhere.")
 
         return await run_in_threadpool(unit_of_work, services.db, work)
 

@@ -11,6 +11,7 @@ from authserver.audit.log import record
 from authserver.cli.base import CLI_ACTOR, Commands, Context
 from authserver.errors import AppError
 from authserver.interaction import sessions
+from authserver.mfa import totp
 from authserver.secrets import new_secret
 from authserver.users import repository as users
 from authserver.users.models import ROLES
@@ -116,6 +117,22 @@ def cmd_users_enable(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.emit(row, f"enabled user {args.username}: they can sign in again")
 
 
+def cmd_users_reset_second_factor(ctx: Context, args: argparse.Namespace) -> None:
+    """Someone lost both the phone and the recovery codes: off, and signed out everywhere."""
+    ctx.require_schema()
+    with ctx.db.session() as session:
+        user = users.get_by_username(session, args.username)
+        if user is None:
+            raise AppError(f"no user {args.username!r}")
+        if not totp.disable(session, user.id):
+            raise AppError(f"{args.username} has no two-step verification")
+        ended = sessions.end_all(session, user.id)
+        record(session, "user.second_factor_reset", actor=CLI_ACTOR, username=user.username, sessions_ended=ended)
+        row = _user_row(user)
+    ctx.out.emit({**row, "sessions_ended": ended},
+                 f"two-step verification of {args.username} is off; signed out of {ended} session(s)")
+
+
 def cmd_users_delete(ctx: Context, args: argparse.Namespace) -> None:
     ctx.require_schema()
     with ctx.db.session() as session:
@@ -144,6 +161,9 @@ def register(commands: Commands) -> None:
                          "disable a user: they cannot sign in and are signed out everywhere")
     p.add_argument("username", help="who (not the last enabled admin)")
     p = commands.command(us, "enable", cmd_users_enable, "enable a disabled user again")
+    p.add_argument("username", help="who")
+    p = commands.command(us, "reset-second-factor", cmd_users_reset_second_factor,
+                         "turn off a user's two-step verification (lost phone and recovery codes); signs them out")
     p.add_argument("username", help="who")
     p = commands.command(us, "delete", cmd_users_delete,
                          "delete a user with their sessions, consents and refresh tokens")

@@ -24,6 +24,7 @@ class Cookies:
         prefix = "__Host-" if settings.is_https else ""
         self.session_name = f"{prefix}authserver_session"
         self.browser_name = f"{prefix}authserver_browser"
+        self.second_step_name = f"{prefix}authserver_second_step"
         self.secure = settings.is_https
         self.session_ttl = settings.session_ttl
         self._csrf_key = derive_key(secret, "csrf")
@@ -47,6 +48,17 @@ class Cookies:
 
     def set_browser(self, response: Response, value: str) -> None:
         response.set_cookie(self.browser_name, value, path="/", secure=self.secure, httponly=True, samesite="lax")
+
+    def second_step_id(self, request: Request) -> str | None:
+        """The pending second sign-in step (``mfa.steps``): the password was right, a code is due."""
+        return request.cookies.get(self.second_step_name) or None
+
+    def set_second_step(self, response: Response, value: str, max_age: int) -> None:
+        response.set_cookie(self.second_step_name, value, max_age=max_age, path="/", secure=self.secure,
+                            httponly=True, samesite="lax")
+
+    def clear_second_step(self, response: Response) -> None:
+        response.delete_cookie(self.second_step_name, path="/", secure=self.secure, httponly=True, samesite="lax")
 
     def csrf_token(self, purpose: str, *bound_to: str) -> str:
         message = "\x00".join((purpose, *bound_to)).encode()

@@ -129,9 +129,11 @@ def load(session: Session, rid: str, browser_id: str | None) -> AuthorizationReq
     return row
 
 
-def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datetime) -> None:
+def authenticate(row: AuthorizationRequest, user_id: uuid.UUID, auth_time: datetime,
+                 amr: list[str] | None = None) -> None:
     row.user_id = user_id
     row.auth_time = auth_time
+    row.amr = amr
     row.status = AUTHENTICATED
 
 
@@ -211,6 +213,7 @@ def finish_with_code(session: Session, settings: Settings, row: AuthorizationReq
         client_id=row.client_id, user_id=row.user_id, redirect_uri=row.redirect_uri,
         redirect_uri_given=row.redirect_uri_given, code_challenge=row.code_challenge, resource=row.resource,
         scopes=scopes, auth_time=row.auth_time, stay_connected=stay_connected, dpop_jkt=row.dpop_jkt,
+        amr=row.amr,
     ), settings.code_ttl)
     record(session, "code.issued", actor=str(row.user_id), client_id=row.client_id, ip=ip,
            resource=row.resource, scopes=scopes, stay_connected=stay_connected)

@@ -18,6 +18,8 @@ class LoginSession(Base):
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     auth_time: Mapped[datetime] = mapped_column(default=utcnow)
+    # RFC 8176 methods of this sign-in (["pwd"], ["pwd", "otp", "mfa"], …); None: before migration 0010.
+    amr: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
 
@@ -49,6 +51,7 @@ class AuthorizationRequest(Base):
     status: Mapped[str] = mapped_column(String(16), default="created")
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
     auth_time: Mapped[datetime | None] = mapped_column(default=None)
+    amr: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 

@@ -3,6 +3,12 @@
 Routes stay thin; the rules are in ``oauth.authorize`` (what a request may ask) and
 ``interaction.flow`` (where the request stands). Every POST carries a CSRF token
 bound to the request and to this browser's binding cookie.
+
+A person with two-step verification gets no session from the password alone: the request stays
+``created`` and its page asks for the code (``mfa.steps``, bound to this browser and this request)
+until one is accepted. ``prompt=login`` and ``max_age`` (``AuthorizationParams.needs_fresh_sign_in``)
+ignore an existing session; AUTHSERVER_REQUIRE_SECOND_FACTOR holds the request, like a one-time
+password does, until the person has set one up.
 """
 
 from __future__ import annotations
@@ -18,16 +24,19 @@ from authserver.audit.log import record
 from authserver.catalog import repository as catalog
 from authserver.catalog.repository import OFFLINE_ACCESS
 from authserver.clients import repository as clients
+from authserver.db import utcnow
 from authserver.deps import ServicesDep
 from authserver.errors import NO_STORE, AuthorizationError, ErrorPage, InvalidRequest
 from authserver.interaction import consents, flow, sessions, signin
 from authserver.interaction.cookies import Cookies
-from authserver.interaction.models import AuthorizationRequest
+from authserver.interaction.models import AuthorizationRequest, LoginSession
+from authserver.mfa import steps, totp
 from authserver.oauth import authorize
 from authserver.oauth.params import Params, collect, read_form_items
 from authserver.oauth.registry import ClientRegistry
 from authserver.services import Services
 from authserver.uris import is_loopback_uri, redirect_host
+from authserver.users.models import User
 from authserver.web import pages
 from authserver.web.i18n import N_, gettext_for
 
@@ -106,24 +115,34 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
             else:
                 rid, row = flow.start(session, validated, browser_id, services.settings.authorization_request_ttl,
                                       ip=client_ip(request), limits=pending_limits(services))
-                if signed_in and "login" not in validated.prompt:
-                    flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
+                if signed_in and not validated.needs_fresh_sign_in(signed_in[0].auth_time, utcnow()):
+                    flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time, signed_in[0].amr)
                 response = redirect(local(request, f"/interaction/{rid}"))
         if new_browser:
             cookies.set_browser(response, browser_id)
         return response
 
     @api.get("/interaction/{rid}")
-    def interaction(rid: str, request: Request, services: ServicesDep) -> Response:
+    def interaction(rid: str, request: Request, services: ServicesDep, again: str | None = None) -> Response:
         with services.db.session() as session:
             row = flow.load(session, rid, request.cookies.get(cookies.browser_name))
             signed_in = sessions.current(session, cookies.session_id(request))
             if row.status == flow.AUTHENTICATED and (signed_in is None or signed_in[1].id != row.user_id):
                 row.status = flow.CREATED  # the person signed out (or in as someone else) meanwhile
             if row.status == flow.CREATED:
-                return _login_page(request, cookies, session, rid, row)
+                if again is None and steps.find(session, cookies.second_step_id(request),
+                                                request.cookies.get(cookies.browser_name), row.id_hash) is not None:
+                    return _second_step_page(request, cookies, rid)
+                response = _login_page(request, cookies, session, rid, row)
+                if again is not None:  # "Sign in with another account" on the code page
+                    cookies.clear_second_step(response)
+                return response
             if signed_in is not None and signed_in[1].must_change_password:
                 return _choose_a_password_first(request, rid)
+            if signed_in is not None and totp.must_enrol(session, services.settings, signed_in[1]):
+                return _set_up_a_second_factor_first(request, rid)
+            if signed_in is not None:
+                row.amr = signed_in[0].amr  # a second factor set up since (see account.two_step)
             need = flow.consent_need(session, row)
             if need.confirm_only:
                 return _confirm_page(request, services, cookies, session, rid, row, need)
@@ -137,6 +156,11 @@ def router(cookies: Cookies, registry: ClientRegistry) -> APIRouter:
     async def login(rid: str, request: Request, services: ServicesDep) -> Response:
         form = collect(await page_form(request))
         return await run_in_threadpool(_sign_in, rid, request, services, cookies, form)
+
+    @api.post("/interaction/{rid}/second-factor")
+    async def second_factor(rid: str, request: Request, services: ServicesDep) -> Response:
+        form = collect(await page_form(request))
+        return await run_in_threadpool(_second_step, rid, request, services, cookies, form)
 
     @api.post("/interaction/{rid}/consent")
     async def consent(rid: str, request: Request, services: ServicesDep) -> Response:
@@ -183,11 +207,16 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
     with services.db.session() as session:
         row = flow.load(session, rid, browser_id)
         user, error = signin.conclude(session, attempt, client_id=row.client_id)
-        if user is not None:
+        step = None
+        if user is not None and totp.enrolled(session, user.id):
+            # The password was right; no session until the code (mfa.steps), in this browser, for this request.
+            step = steps.start(session, user.id, browser_id or "", row.id_hash)
+            record(session, "mfa.challenged", actor=str(user.id), client_id=row.client_id, ip=ip)
+        elif user is not None:
             value, login_session = sessions.start(session, user, services.settings.session_ttl, ip)
-            flow.authenticate(row, user.id, login_session.auth_time)
+            flow.authenticate(row, user.id, login_session.auth_time, login_session.amr)
             record(session, "login.succeeded", actor=str(user.id), client_id=row.client_id, ip=ip,
-                   username=user.username)
+                   username=user.username, amr=login_session.amr)
     if error is not None:
         # Committed above so the failure is audited; the page is rendered afresh.
         with services.db.read_session() as session:
@@ -195,8 +224,58 @@ def _sign_in(rid: str, request: Request, services: Services, cookies: Cookies, f
             return _login_page(request, cookies, session, rid, row, username=signin.shown_username(
                 username, form.malformed), error=error, status_code=401)
     response = redirect(local(request, f"/interaction/{rid}"))
+    if step is not None:
+        cookies.set_second_step(response, step, steps.TTL)
+        return response
     cookies.set_session(response, value)
     return response
+
+
+def _second_step(rid: str, request: Request, services: Services, cookies: Cookies, form: Params) -> Response:
+    """The code after the password (``mfa.steps``): the session starts, and the request is
+    authenticated, only when it is right."""
+    browser_id = request.cookies.get(cookies.browser_name)
+    with services.db.read_session() as session:
+        row = flow.load(session, rid, browser_id)
+        if not cookies.csrf_ok(form.get("csrf"), "second-factor", rid, browser_id or ""):
+            raise BAD_CSRF
+        request_hash, client_id = row.id_hash, row.client_id
+
+    def authenticated(session: Any, user: User, login: LoginSession) -> None:
+        flow.authenticate(flow.load(session, rid, browser_id), user.id, login.auth_time, login.amr)
+
+    outcome = steps.complete(services, cookies.second_step_id(request), browser_id, request_hash,
+                             form.get("code", ""), client_ip(request), client_id=client_id, signed_in=authenticated)
+    if outcome.session_value is not None:
+        done = redirect(local(request, f"/interaction/{rid}"))
+        cookies.clear_second_step(done)
+        cookies.set_session(done, outcome.session_value)
+        return done
+    if outcome.start_again:
+        with services.db.read_session() as session:
+            row = flow.load(session, rid, browser_id)
+            response = _login_page(request, cookies, session, rid, row, error=outcome.error or steps.START_AGAIN,
+                                   status_code=401)
+        cookies.clear_second_step(response)
+        return response
+    return _second_step_page(request, cookies, rid, error=outcome.error, status_code=401)
+
+
+def _second_step_page(request: Request, cookies: Cookies, rid: str, *, error: str | None = None,
+                      status_code: int = 200) -> Response:
+    browser_id = request.cookies.get(cookies.browser_name) or ""
+    return services_templates(request).TemplateResponse(request, "second_step.html", {
+        "action": local(request, f"/interaction/{rid}/second-factor"),
+        "csrf": cookies.csrf_token("second-factor", rid, browser_id), "error": error, "next": None,
+        "switch_next": local(request, f"/interaction/{rid}"),
+        "start_over": local(request, f"/interaction/{rid}?again=1"),
+    }, status_code=status_code, headers=NO_STORE)
+
+
+def _set_up_a_second_factor_first(request: Request, rid: str) -> Response:
+    """AUTHSERVER_REQUIRE_SECOND_FACTOR and none set up: no consent, and so no code, until one is;
+    the set-up page then comes back to this request."""
+    return redirect(pages.second_factor_setup_location(request, local(request, f"/interaction/{rid}")))
 
 
 def _choose_a_password_first(request: Request, rid: str) -> Response:
@@ -229,12 +308,16 @@ def _silent(session: Any, services: Services, validated: authorize.Authorization
 
     if signed_in is None:
         raise fail("login_required", "the person is not signed in")
+    if validated.needs_fresh_sign_in(signed_in[0].auth_time, utcnow()):
+        raise fail("login_required", "the sign-in is older than max_age")
     if signed_in[1].must_change_password:
         # OIDC Core §3.1.2.6: a page is needed (the password change) before anything is answered.
         raise fail("interaction_required", "the person must replace a one-time password first")
+    if totp.must_enrol(session, settings, signed_in[1]):
+        raise fail("interaction_required", "the person must set up a second factor first")
     # No pending limit: a prompt=none request is finished, or rolled back, in this transaction.
     _, row = flow.start(session, validated, browser_id, settings.authorization_request_ttl, ip=ip)
-    flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time)
+    flow.authenticate(row, signed_in[1].id, signed_in[0].auth_time, signed_in[0].amr)
     need = flow.consent_need(session, row)
     if need.confirm_only:
         # OIDC Core §3.1.2.6: consent_required (not interaction_required): what is missing is the
@@ -268,6 +351,8 @@ def _decide(rid: str, request: Request, services: Services, cookies: Cookies, fo
                             status_code=403, detail="consent without the signed-in user of the request")
         if signed_in[1].must_change_password:
             return _choose_a_password_first(request, rid)
+        if totp.must_enrol(session, settings, signed_in[1]):
+            return _set_up_a_second_factor_first(request, rid)
         need = flow.consent_need(session, row)
         ip = client_ip(request)
         decision = form.get("decision")

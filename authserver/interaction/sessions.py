@@ -14,10 +14,12 @@ from authserver.secrets import hash_secret, new_secret
 from authserver.users.models import User
 
 
-def start(session: Session, user: User, ttl: int, ip: str | None) -> tuple[str, LoginSession]:
+def start(session: Session, user: User, ttl: int, ip: str | None,
+          amr: list[str] | None = None) -> tuple[str, LoginSession]:
+    """``amr``: RFC 8176 methods of this sign-in; a password alone unless told otherwise."""
     value = new_secret(32)
     now = utcnow()
-    row = LoginSession(id_hash=hash_secret(value), user_id=user.id, auth_time=now,
+    row = LoginSession(id_hash=hash_secret(value), user_id=user.id, auth_time=now, amr=amr or ["pwd"],
                        expires_at=now + timedelta(seconds=ttl), ip=ip)
     session.add(row)
     return value, row

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -73,6 +74,16 @@ class AuthorizationParams:
     code_challenge: str
     prompt: frozenset[str]
     dpop_jkt: str | None = None  # RFC 9449 §10
+    # OIDC Core §3.1.2.1: a sign-in older than this many seconds is not reused (0: always sign in).
+    max_age: int | None = None
+
+    def needs_fresh_sign_in(self, auth_time: datetime, now: datetime) -> bool:
+        """prompt=login, or a sign-in older than max_age: the person signs in again."""
+        return "login" in self.prompt or (
+            self.max_age is not None and (self.max_age == 0 or now - auth_time > timedelta(seconds=self.max_age)))
+
+
+MAX_AGE_LIMIT = 10 ** 9
 
 
 def redirect_uri_matches(registered: list[str], given: str) -> bool:
@@ -171,6 +182,9 @@ def validate(session: Session, settings: Settings, registry: ClientRegistry, par
     prompt = frozenset((params.optional("prompt") or "").split())
     if "none" in prompt and len(prompt) > 1:
         raise fail("invalid_request", "prompt=none cannot be combined with other values")
+    max_age = params.optional("max_age")
+    if max_age is not None and not (max_age.isascii() and max_age.isdigit() and int(max_age) <= MAX_AGE_LIMIT):
+        raise fail("invalid_request", "max_age must be a number of seconds")
 
     try:
         resource = resolve_resource(session, client, params.optional("resource"))
@@ -181,7 +195,7 @@ def validate(session: Session, settings: Settings, registry: ClientRegistry, par
     return AuthorizationParams(
         client=client, redirect_uri=redirect_uri, redirect_uri_given=given, state=state, scopes=scopes,
         resource=resource, code_challenge=params["code_challenge"], prompt=prompt & KNOWN_PROMPTS,
-        dpop_jkt=dpop_jkt,
+        dpop_jkt=dpop_jkt, max_age=int(max_age) if max_age is not None else None,
     )
 
 

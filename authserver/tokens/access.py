@@ -1,7 +1,8 @@
 """RFC 9068 JWT access tokens: signed with the current ES256 key, audience-bound to one resource.
 
 Header ``{"typ": "at+jwt", "alg": "ES256", "kid": …}``; claims ``iss sub aud client_id
-scope exp iat nbf jti auth_time``. ``aud`` is a single string: the resource URI (RFC 8707).
+scope exp iat nbf jti auth_time``, and ``amr`` (RFC 8176: how the person signed in, see
+``mfa.totp``) when known. ``aud`` is a single string: the resource URI (RFC 8707).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class CodeGrant:
     auth_time: datetime
     stay_connected: bool = False
     dpop_jkt: str | None = None  # RFC 9449 §10: the token request must prove this key
+    amr: list[str] | None = None  # RFC 8176: how the person signed in
 
 
 def create(session: Session, grant: CodeGrant, ttl: int) -> str:
@@ -36,7 +37,7 @@ def create(session: Session, grant: CodeGrant, ttl: int) -> str:
         redirect_uri=grant.redirect_uri, redirect_uri_given=grant.redirect_uri_given,
         code_challenge=grant.code_challenge, resource=grant.resource, scopes=grant.scopes,
         stay_connected=grant.stay_connected, dpop_jkt=grant.dpop_jkt,
-        auth_time=grant.auth_time, created_at=now, expires_at=now + timedelta(seconds=ttl),
+        auth_time=grant.auth_time, amr=grant.amr, created_at=now, expires_at=now + timedelta(seconds=ttl),
     ))
     return code
 

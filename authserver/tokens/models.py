@@ -26,6 +26,7 @@ class AuthorizationCode(Base):
     # The person left "Stay connected" ticked: the exchange may start a refresh family.
     stay_connected: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
     auth_time: Mapped[datetime]
+    amr: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # RFC 8176, from the sign-in
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -49,6 +50,7 @@ class RefreshToken(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     resource: Mapped[str] = mapped_column(String(2048))
     auth_time: Mapped[datetime | None] = mapped_column(default=None)
+    amr: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # inherited along the family
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)  # idle limit
     family_expires_at: Mapped[datetime]  # absolute limit, inherited along the family

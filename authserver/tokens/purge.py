@@ -23,6 +23,7 @@ from authserver.clients.models import Client
 from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
 from authserver.limits.database import purge as purge_limit_counters
+from authserver.mfa.models import SecondStep
 from authserver.replay import purge as purge_used_jtis
 from authserver.tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
@@ -39,6 +40,8 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
         "authorization_requests": affected(session.execute(
             delete(AuthorizationRequest).where(AuthorizationRequest.expires_at < now))),
         "login_sessions": affected(session.execute(delete(LoginSession).where(LoginSession.expires_at < now))),
+        # Sign-ins abandoned between the password and the code (mfa.steps).
+        "second_steps": affected(session.execute(delete(SecondStep).where(SecondStep.expires_at < now))),
         "refresh_tokens": affected(session.execute(delete(RefreshToken).where(
             (RefreshToken.expires_at < now) | (RefreshToken.family_expires_at < now)))),
         "revoked_access_tokens": affected(session.execute(

@@ -39,6 +39,7 @@ class RefreshGrant:
     family_expires_at: datetime
     # RFC 9449 §5: the DPoP key thumbprint every member of the family must be used with.
     dpop_jkt: str | None = None
+    amr: list[str] | None = None  # RFC 8176: how the person signed in at the start of the family
 
 
 def new_row(grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: str,
@@ -50,7 +51,7 @@ def new_row(grant: RefreshGrant, *, now: datetime, idle_ttl: int, access_jti: st
         "user_id": grant.user_id, "scopes": grant.scopes, "resource": grant.resource, "auth_time": grant.auth_time,
         "created_at": now, "expires_at": min(now + timedelta(seconds=idle_ttl), grant.family_expires_at),
         "family_expires_at": grant.family_expires_at, "access_jti": access_jti,
-        "access_expires_at": access_expires_at, "dpop_jkt": grant.dpop_jkt,
+        "access_expires_at": access_expires_at, "dpop_jkt": grant.dpop_jkt, "amr": grant.amr,
     }
 
 
@@ -134,7 +135,8 @@ class Presented:
 PEEK = (
     select(RefreshToken.family_id, RefreshToken.client_id, RefreshToken.user_id, RefreshToken.scopes,
            RefreshToken.resource, RefreshToken.auth_time, RefreshToken.family_expires_at, RefreshToken.expires_at,
-           RefreshToken.rotated_at, RefreshToken.revoked_at, RefreshToken.dpop_jkt, User.id.label("found_user_id"),
+           RefreshToken.rotated_at, RefreshToken.revoked_at, RefreshToken.dpop_jkt, RefreshToken.amr,
+           User.id.label("found_user_id"),
            User.disabled,
            Resource.uri.label("found_resource"), Resource.scopes.label("resource_scopes"))
     .outerjoin(User, User.id == RefreshToken.user_id)
@@ -149,7 +151,8 @@ CLAIM = (update(RefreshToken)
          .values(rotated_at=_NOW, successor_response=bindparam("sealed")))
 # The successor's columns, as ``new_row`` gives them; bound as new_<column> in CLAIM_AND_INSERT.
 SUCCESSOR_COLUMNS = ("token_hash", "family_id", "client_id", "user_id", "scopes", "resource", "auth_time",
-                     "created_at", "expires_at", "family_expires_at", "access_jti", "access_expires_at", "dpop_jkt")
+                     "created_at", "expires_at", "family_expires_at", "access_jti", "access_expires_at", "dpop_jkt",
+                     "amr")
 _CLAIMED = CLAIM.returning(RefreshToken.token_hash).cte("claimed")
 # PostgreSQL: WITH claimed AS (UPDATE … RETURNING) INSERT … SELECT … FROM claimed. The successor is
 # inserted only if the claim matched, and one statement is atomic on its own: it needs no
@@ -177,10 +180,10 @@ def peek(conn: Connection, token_hash: str) -> Presented | None:
     if not rows:
         return None
     (family_id, owner, user_id, scopes, resource, auth_time, family_expires_at, expires_at, rotated_at, revoked_at,
-     dpop_jkt, found_user_id, disabled, found_resource, resource_scopes) = rows[0]
+     dpop_jkt, amr, found_user_id, disabled, found_resource, resource_scopes) = rows[0]
     grant = RefreshGrant(family_id=family_id, client_id=owner, user_id=user_id, scopes=list(scopes),
                          resource=resource, auth_time=auth_time, family_expires_at=family_expires_at,
-                         dpop_jkt=dpop_jkt)
+                         dpop_jkt=dpop_jkt, amr=list(amr) if amr is not None else None)
     return Presented(grant=grant, expires_at=expires_at, rotated_at=rotated_at, revoked_at=revoked_at,
                      user_found=found_user_id is not None, user_disabled=bool(disabled),
                      resource_scopes=list(resource_scopes) if found_resource is not None else None)
@@ -201,6 +204,7 @@ def claim(conn: Connection, token_hash: str, *, client_id: str, now: datetime, s
         from psycopg.types.json import Json  # only here: a SQLite server never loads psycopg
 
         params["new_scopes"] = Json(successor["scopes"])  # psycopg's adapter (the statement casts it to json)
+        params["new_amr"] = Json(successor["amr"]) if successor["amr"] is not None else None
         return bool(CLAIM_AND_INSERT_ON_DRIVER.rows(conn, params))
     # SQLite has no data-modifying CTEs: two statements in one short BEGIN IMMEDIATE transaction.
     with conn.begin():

@@ -24,6 +24,7 @@ from authserver.errors import NO_STORE, ErrorPage, InvalidRequest
 from authserver.interaction import sessions
 from authserver.interaction.cookies import Cookies
 from authserver.interaction.models import LoginSession
+from authserver.mfa import totp
 from authserver.oauth.params import Params, collect, read_form_items
 from authserver.users.models import User
 from authserver.web.i18n import N_, gettext_for
@@ -49,6 +50,15 @@ class SignInRequired(Exception):
 class PasswordChangeRequired(Exception):
     """The person signed in with a one-time password (``User.must_change_password``): rendered by
     ``errors.py`` as a redirect to /account/password, which comes back to ``next`` once changed."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class SecondFactorRequired(Exception):
+    """AUTHSERVER_REQUIRE_SECOND_FACTOR applies to the person and they have none: rendered by
+    ``errors.py`` as a redirect to the set-up page, which comes back to ``next`` once done."""
 
     def __init__(self, next_path: str) -> None:
         super().__init__(next_path)
@@ -93,7 +103,7 @@ def signed_in(session: Session, request: Request, cookies: Cookies) -> SignedIn 
 
 
 def require_signed_in(session: Session, request: Request, cookies: Cookies, *roles: str,
-                      one_time_password_ok: bool = False) -> SignedIn:
+                      one_time_password_ok: bool = False, second_factor_setup: bool = False) -> SignedIn:
     """The signed-in person, holding one of ``roles`` when any are named; else sign-in or 403.
 
     Someone signed in with a one-time password gets no page but the password page
@@ -103,6 +113,9 @@ def require_signed_in(session: Session, request: Request, cookies: Cookies, *rol
         raise SignInRequired(_return_path(request))
     if who.user.must_change_password and not one_time_password_ok:
         raise PasswordChangeRequired(_return_path(request))
+    if (not second_factor_setup and not who.user.must_change_password
+            and totp.must_enrol(session, request.app.state.services.settings, who.user)):
+        raise SecondFactorRequired(_return_path(request))
     if roles and not who.roles & set(roles):
         raise FORBIDDEN
     return who
@@ -195,3 +208,7 @@ def sign_in_location(request: Request, next_path: str) -> str:
 
 def password_change_location(request: Request, next_path: str) -> str:
     return local(request, f"/account/password?next={quote(next_path, safe='/')}")
+
+
+def second_factor_setup_location(request: Request, next_path: str) -> str:
+    return local(request, f"/account/two-step?next={quote(next_path, safe='/')}")

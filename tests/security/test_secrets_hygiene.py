@@ -7,8 +7,8 @@ was opened in another browser, a forged form and a wrong password; refresh rotat
 within the grace window and reuse after it; ``client_secret_basic`` (once in a query string),
 DPoP, ``private_key_jwt``; wrong credentials of each kind; introspection, tool-call reports,
 revocation; the stand-alone sign-in (a password typed as the username), the account page and its
-password change; the console (a person's passwords, a rotated client secret, an initial access
-token).
+password change, setting up two-step verification and a sign-in with a code; the console (a
+person's passwords, a rotated client secret, an initial access token).
 
 Every secret sent or received on the way is collected by httpx hooks (form fields, credentials,
 DPoP proofs, client assertions, cookies, tokens, codes, CSRF values, interaction ids, secrets a
@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -77,7 +78,11 @@ REUSE_GRACE = 2  # seconds in which a rotated refresh token coming back is a rac
 SECRET_FIELDS = frozenset({"password", "current_password", "new_password", "confirm_password", "code",
                            "code_verifier", "refresh_token", "access_token", "token", "client_secret",
                            "client_assertion", "csrf", "registration_access_token"})
-SECRET_COOKIES = ("authserver_session", "authserver_browser")
+SECRET_COOKIES = ("authserver_session", "authserver_browser", "authserver_second_step")
+# A TOTP code (6 digits, good for one 30 s step, once) is too short to search for without false
+# alarms; the key it is made from is collected instead (``totp_secret``, shown by the set-up page).
+TOTP_CODE = re.compile(r"[0-9]{6}")
+TOTP_SECRET = re.compile(r'<code id="totp-secret">([A-Z2-7]{16,})</code>')
 CSRF_VALUE = re.compile(r'name="csrf" value="([^"]+)"')
 SHOWN_ONCE = re.compile(r'<p class="secret"[^>]*>\s*([^<\s]+)\s*</p>')  # the console's new secrets
 
@@ -102,7 +107,7 @@ class Secrets:
         where = f"{request.method} {request.url.path}"
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             for name, value in parse_qsl(request.content.decode(), keep_blank_values=True):
-                if name in SECRET_FIELDS:
+                if name in SECRET_FIELDS and not (name == "code" and TOTP_CODE.fullmatch(value)):
                     self.add(f"{name} (sent to {where})", value)
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "basic":
@@ -137,6 +142,8 @@ class Secrets:
                 self.add(f"csrf (on the page {where})", value)
             for value in SHOWN_ONCE.findall(response.text):
                 self.add(f"console_secret (shown once by {where})", value)
+            for value in TOTP_SECRET.findall(response.text):
+                self.add(f"totp_secret (shown by {where})", value)
 
     def needles(self) -> dict[str, str]:
         """Each secret in the encodings a leak would take: raw, URL-encoded, JSON-escaped, and a JWT's
@@ -427,6 +434,23 @@ def drive(url: str, seeded: Seeded, found: Secrets) -> None:
             **form_on(page, "/account/password"), "current_password": PASSWORD, "new_password": NEW_PASSWORD,
             "confirm_password": NEW_PASSWORD})
         assert changed.status_code == 303, changed.text
+        # Two-step verification: set up with a code made from the key the page shows, then a
+        # sign-in in another browser with the password and the code of the next time step.
+        setup = person.get("/account/two-step")
+        began = person.post(action_of(setup, "/two-step/begin"), data=form_on(setup, "/two-step/begin"))
+        setup = person.get(began.headers["location"])
+        shown = TOTP_SECRET.search(setup.text)
+        assert shown, setup.text
+        confirmed = person.post(action_of(setup, "/two-step/confirm"), data={
+            **form_on(setup, "/two-step/confirm"), "code": pyotp.TOTP(shown.group(1)).now()})
+        assert confirmed.status_code == 200 and "recovery-codes" in confirmed.text, confirmed.text
+        with browser(url, found) as later:
+            asked = sign_in(later, "alice", NEW_PASSWORD, "/account")
+            assert asked.status_code == 303, asked.text
+            step = later.get(asked.headers["location"])
+            done = later.post(action_of(step, "/second-factor"), data={
+                **form_on(step, "/second-factor"), "code": pyotp.TOTP(shown.group(1)).at(time.time() + 30)})
+            assert done.status_code == 303 and later.get("/account").status_code == 200, done.text
         assert sign_in(admin, "root", ADMIN_PASSWORD, "/admin").status_code == 303
         for path in ("/admin", "/admin/clients", "/admin/audit", "/admin/users"):
             assert admin.get(path).status_code == 200, path
@@ -519,7 +543,7 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     assert {"password", "code", "code_verifier", "refresh_token", "access_token", "client_secret",
             "registration_access_token", "client_assertion", "csrf", "interaction_id", "dpop_proof",
             "basic_credentials", "private_key_d", "cookie", "secret_key", "signing_key_pem",
-            "console_secret"} <= found.kinds(), found.kinds()
+            "console_secret", "totp_secret"} <= found.kinds(), found.kinds()
     lines = log.read_text("utf-8", "replace").splitlines()
     text = "\n".join(lines)
     for request in ('"POST /register HTTP/1.1" 201', '"GET /register/', '"PUT /register/',
@@ -529,7 +553,8 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
                     '"POST /token?<query> HTTP/1.1" 401', '"POST /token HTTP/1.1" 200', '"POST /token HTTP/1.1" 400',
                     '"POST /introspect HTTP/1.1" 200', '"POST /tool-calls HTTP/1.1" 204',
                     '"POST /tool-calls HTTP/1.1" 400', '"POST /revoke HTTP/1.1" 200', '"GET /account HTTP/1.1" 200',
-                    '"POST /account/password HTTP/1.1" 303', '"GET /admin HTTP/1.1" 200',
+                    '"POST /account/password HTTP/1.1" 303', '"POST /login/second-factor HTTP/1.1" 303',
+                    '"GET /admin HTTP/1.1" 200',
                     '"POST /admin/clients/rotate?<query> HTTP/1.1" 200'):
         assert request in text, f"no access-log line with {request!r}"
     # The app's own messages are there too (the reasons for refused requests, at info).
@@ -544,7 +569,7 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
     assert {"client.registered", "login.failed", "login.succeeded", "consent.granted", "code.issued",
             "token.issued", "token.refreshed", "token.refresh_race", "token.reuse_detected", "token.revoked",
             "password.changed", "user.created", "user.password_reset", "client.secret_rotated",
-            "initial_access_token.created", "tool.called"} <= events, events
+            "initial_access_token.created", "tool.called", "mfa.enrolled", "mfa.challenged"} <= events, events
     # The sealed successor response of the raced rotation (AES-GCM) is among the cells scanned.
     assert "refresh_tokens.successor_response" in {place for place, _ in cells}
     # What is stored as a hash (and still there) is there as its hash: the scan read those rows.

@@ -66,7 +66,7 @@ def exchange(session: Session, services: Services, client: Client, params: Param
 
     issued = token_response(session, services, client=client, subject=str(user.id), user_id=user.id,
                             resource=row.resource, scopes=row.scopes, auth_time=row.auth_time, now=now,
-                            stay_connected=row.stay_connected, jkt=jkt)
+                            stay_connected=row.stay_connected, jkt=jkt, amr=row.amr)
     codes.record_issued(session, row.code_hash, issued.access_jti, issued.access_expires_at, issued.family_id)
     consents.touch(session, user.id, client.client_id, row.resource, now)
     record(session, "token.issued", actor=str(user.id), client_id=client.client_id, ip=ip,

@@ -84,7 +84,7 @@ def _rotate(services: Services, client: ClientView, token: str, params: Params,
             return None
         issued = issue(services, client=client, subject=str(grant.user_id or client.client_id),
                        user_id=grant.user_id, resource=grant.resource, scopes=scopes, auth_time=grant.auth_time,
-                       now=now, family=grant, jkt=jkt)
+                       now=now, family=grant, jkt=jkt, amr=grant.amr)
         assert issued.refresh_row is not None  # the endpoint checked that the client has the refresh grant
         return refresh.Successor(row=issued.refresh_row, response=_sealed(services, issued.body, token_hash),
                                  result=(issued, scopes))
@@ -142,10 +142,10 @@ def exchange(session: Session, services: Services, client: Client, params: Param
 
     family = refresh.RefreshGrant(family_id=row.family_id, client_id=row.client_id, user_id=row.user_id,
                                   scopes=row.scopes, resource=row.resource, auth_time=row.auth_time,
-                                  family_expires_at=row.family_expires_at, dpop_jkt=row.dpop_jkt)
+                                  family_expires_at=row.family_expires_at, dpop_jkt=row.dpop_jkt, amr=row.amr)
     issued = token_response(session, services, client=client, subject=str(row.user_id or client.client_id),
                             user_id=row.user_id, resource=row.resource, scopes=scopes, auth_time=row.auth_time,
-                            now=now, family=family, jkt=jkt)
+                            now=now, family=family, jkt=jkt, amr=row.amr)
     row.successor_response = _sealed(services, issued.body, token_hash)
     record(session, "token.refreshed", actor=str(row.user_id) if row.user_id else None, client_id=client.client_id,
            ip=ip, family=str(row.family_id), resource=row.resource, scopes=scopes, jti=issued.access_jti)
