@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
+from authserver import readiness
 from authserver.db import Database
 from authserver.errors import install_error_handlers
 from authserver.fastlane import AuthServer, HotRoutes
@@ -81,6 +82,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         hot.add("GET", path, discovery.metadata_endpoint(services))
     hot.add("GET", f"{prefix}/jwks.json", discovery.jwks_endpoint(services))
     hot.add("GET", "/healthz", discovery.health_endpoint(services))
+    hot.add("GET", "/readyz", readiness.endpoint(services.db))
     hot.add("POST", f"{prefix}/token", token.endpoint(services, registry))
     hot.add("POST", f"{prefix}/introspect", introspection.endpoint(services, registry))
     cors_paths = [*discovery_paths(settings), *(f"{prefix}{p}" for p in ("/jwks.json", "/token", "/revoke"))]
