@@ -51,16 +51,21 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from authserver.settings import Settings
 
 access_log = logging.getLogger("authserver.access")
 
@@ -262,6 +267,22 @@ def metrics_enabled(setting: str, token: str | None, is_https: bool) -> bool:
     if setting == "auto":
         return bool(token) or not is_https
     return setting == "on"
+
+
+@contextmanager
+def metrics_directory(workers: int, settings: Settings) -> Iterator[None]:
+    """For ``serve --workers N`` (N > 1) with metrics on: ``PROMETHEUS_MULTIPROC_DIR`` set to a fresh
+    temporary directory for the worker processes (they inherit it; prometheus-client reads it when
+    first imported, which the supervising process never does), removed when serve ends."""
+    if workers <= 1 or not metrics_enabled(settings.metrics, settings.metrics_token, settings.is_https):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="authserver-metrics-") as path:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        try:
+            yield
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from authserver.cli.base import Commands, Context, report
 from authserver.logconfig import uvicorn_log_config
+from authserver.observe import metrics_directory
 from authserver.settings import ConfigError, is_loopback_host, load_settings
 
 
@@ -34,10 +35,14 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     # serves none, and uvicorn's WebSocket handshake lines (``"WebSocket /path?query" 403``, on its
     # error logger at INFO, and the websockets library's ``< GET /path?query`` at DEBUG) bypassed the
     # access log's redaction; an upgrade request is now an ordinary request, logged like one.
-    level = ctx.settings.log_level
-    uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
-                server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log)
+    level, log_format = ctx.settings.log_level, ctx.settings.log_format
+    # With JSON lines the app writes the access lines itself (route template, latency, request id).
+    uvicorn_access_log = args.access_log and log_format == "text"
+    with metrics_directory(args.workers, ctx.settings):  # --workers N: metrics added up across processes
+        uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=level, proxy_headers=False,
+                    log_config=uvicorn_log_config(level, log_format, args.access_log),
+                    server_header=False, loop="uvloop", http="httptools", ws="none", access_log=uvicorn_access_log)
 
 
 def issuer_environment(host: str, port: int, environ: Mapping[str, str]) -> dict[str, str]:
