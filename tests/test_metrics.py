@@ -3,10 +3,16 @@ the token (AUTHSERVER_METRICS_TOKEN) and the switch (AUTHSERVER_METRICS) are hon
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -15,6 +21,7 @@ from authserver.app import create_app
 from authserver.clients import repository as clients
 from authserver.db import Database
 from tests.conftest import ISSUER, make_settings
+from tests.live import wait_healthy
 from tests.oauth_helpers import (
     RESOURCE,
     authorize_params,
@@ -25,6 +32,7 @@ from tests.oauth_helpers import (
     seed,
     start,
 )
+from tests.test_cli import Cli, _env
 
 TOKEN = "metrics-token-0123456789abcdef"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -175,3 +183,50 @@ def test_request_ids_are_honoured_or_made(metered: TestClient) -> None:
     assert len(made) == 3
     bad = metered.get("/healthz", headers={"X-Request-Id": "two words" * 20}).headers["x-request-id"]
     assert " " not in bad and len(bad) < 40
+
+
+def test_workers_are_added_up_and_their_directory_removed(tmp_path: Path) -> None:
+    """``serve --workers 2``: whichever worker answers a scrape reports every worker's requests
+    (PROMETHEUS_MULTIPROC_DIR, made by serve in the temporary directory and removed when it stops)."""
+    env = _env(f"sqlite:///{tmp_path / 'serve.db'}", AUTHSERVER_METRICS_TOKEN=TOKEN, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cli = Cli(env, tmp_path)
+    cli.ok("init")
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "authserver.cli", "serve", "--port", str(port), "--workers", "2"],
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    readyz = ("authserver_http_requests_total", (("method", "GET"), ("route", "/readyz"), ("status", "200")))
+
+    def scraped() -> Samples:
+        response = httpx.get(f"{url}/metrics", headers=headers)
+        assert response.status_code == 200, response.text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+    try:
+        wait_healthy(url, lambda: server.poll() is None)
+        assert next(p.name for p in (tmp_path / "tmp").iterdir()).startswith("authserver-metrics-")
+        time.sleep(1.5)  # what the health checks left is handed over
+        before = scraped().get(readyz, 0.0)
+        answered_by: dict[str, int] = {}
+        sent = 0
+        # A new connection each time: the workers share the socket, either may accept it.
+        while sent < 40 or (len(answered_by) < 2 and sent < 400):
+            response = httpx.get(f"{url}/readyz")
+            assert response.status_code == 200
+            sent += 1
+            prefix = response.headers["x-request-id"].split("-")[0]  # per process
+            answered_by[prefix] = answered_by.get(prefix, 0) + 1
+        assert len(answered_by) == 2, answered_by  # both workers served some
+        time.sleep(1.5)  # each worker hands its tally over within a second
+        assert {scraped().get(readyz, 0.0) - before for _ in range(6)} == {float(sent)}  # whichever scrapes
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert list((tmp_path / "tmp").iterdir()) == []
