@@ -15,7 +15,8 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
+import logging
+import logging.config
 import sys
 import tempfile
 import time
@@ -116,6 +117,8 @@ async def main(requests: int, rounds: int, configurations: list[str]) -> dict[st
                 for value, app in apps.items():
                     if observe is not None:
                         observe.enable(value not in ("off", "bare"))
+                    # bare: no audit event log lines either (they did not exist before)
+                    logging.getLogger("authserver.events").disabled = value == "bare"
                     for name, (method, path, headers, body) in cases.items():
                         for _ in range(100):  # warm caches
                             await _call(app, method, path, headers, body)
@@ -135,7 +138,13 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", nargs="+", default=["bare", "off", "on"],
                         help="AUTHSERVER_METRICS values to compare; bare: off, and no request ids on the hot lane "
                              "(the dispatch as it was before observability)")
+    parser.add_argument("--logs", choices=["none", "text", "json"], default="none",
+                        help="configure logging as `serve` does at info, in this format (lines go to standard "
+                             "error: redirect it), so the audit events' log lines are measured too")
     options = parser.parse_args()
-    os.environ.setdefault("AUTHSERVER_LOG_LEVEL", "warning")
+    if options.logs != "none":
+        from authserver.logconfig import uvicorn_log_config
+
+        logging.config.dictConfig(uvicorn_log_config("info", options.logs))
     for value, figures in asyncio.run(main(options.requests, options.rounds, options.metrics)).items():
         print(f"metrics={value}:", json.dumps({k: round(v, 1) for k, v in figures.items()}), "µs CPU per request")
