@@ -29,7 +29,8 @@ last second of another worker's traffic. The hot lane counts inside its own disp
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh temporary directory, each worker's metrics live in
 memory-mapped files there, and a scrape (answered by whichever worker gets it) adds them all up.
 
-**Request ids.** Every response carries ``X-Request-Id``: the request's own when it sent a
+**Request ids.** Every page's response carries ``X-Request-Id`` (on the hot lane: every error
+answer, every answer when the access log is on, and any request that sent one): the request's own when it sent a
 plausible one (1 to 128 of ``A-Z a-z 0-9 . _ : -``), else one made here (a per-process random
 prefix and a counter: unique, cheap, not a secret). It is in every log line written while the
 request is handled (``REQUEST_ID``) and in the access line. On the hot lane the context variable
@@ -82,14 +83,21 @@ _PREFIX = secrets.token_hex(4).encode() + b"-"
 _SEQUENCE = itertools.count(1)
 
 
-def request_id_of(scope: Scope) -> bytes:
-    """The request's own ``X-Request-Id`` when plausible, else a new one (as the header's bytes)."""
+def given_request_id(scope: Scope) -> bytes | None:
+    """The request's own ``X-Request-Id`` when plausible (as the header's bytes)."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            if _REQUEST_ID.fullmatch(value):
-                return value
-            break
+            return value if _REQUEST_ID.fullmatch(value) else None
+    return None
+
+
+def new_request_id() -> bytes:
     return _PREFIX + b"%x" % next(_SEQUENCE)
+
+
+def request_id_of(scope: Scope) -> bytes:
+    """The request's own ``X-Request-Id`` when plausible, else a new one (as the header's bytes)."""
+    return given_request_id(scope) or new_request_id()
 
 
 class _Metrics:
@@ -137,6 +145,7 @@ class Tally:
         # (route, method, status) → [count, seconds, per-bucket counts (the last: above every bucket)]
         self._requests: dict[tuple[str, str, int], list[Any]] = {}
         self._counts: dict[tuple[str, str], int] = {}  # (counter, label) → n
+        self._loop_counts: dict[tuple[str, str], int] = {}  # the same, counted on the event loop
         self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -157,6 +166,11 @@ class Tally:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
 
+    def count_on_loop(self, counter: str, label: str) -> None:
+        """``count`` from the event loop's thread only (as ``request``): no lock."""
+        key = (counter, label)
+        self._loop_counts[key] = self._loop_counts.get(key, 0) + 1
+
     def event(self, event: str, detail: dict[str, Any]) -> None:
         with self._lock:
             counts = self._counts
@@ -169,8 +183,11 @@ class Tally:
         """Move everything tallied into the metrics (on the event loop, or with no loop running)."""
         self._timer = None
         requests, self._requests = self._requests, {}
+        loop_counts, self._loop_counts = self._loop_counts, {}
         with self._lock:
             counts, self._counts = self._counts, {}
+        for key, n in loop_counts.items():
+            counts[key] = counts.get(key, 0) + n
         if not requests and not counts:
             return
         m = metrics()
@@ -201,6 +218,11 @@ def enable(on: bool) -> None:
 def count(counter: str, label: str) -> None:
     if _enabled:
         TALLY.count(counter, label)
+
+
+def count_on_loop(counter: str, label: str) -> None:
+    if _enabled:
+        TALLY.count_on_loop(counter, label)
 
 
 def audit_event(event: str, detail: dict[str, Any]) -> None:

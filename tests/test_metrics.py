@@ -171,7 +171,7 @@ def test_the_metrics_switch(db_url: str, db: Database, overrides: dict[str, str]
         response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"} if token else {})
         assert response.status_code == (200 if served else 404), response.text
         assert ("authserver_http_requests_total" in response.text) is served
-        assert client.get("/healthz").headers["x-request-id"]
+        assert client.get("/login").headers["x-request-id"]
 
 
 def test_request_ids_are_honoured_or_made(metered: TestClient) -> None:
@@ -179,10 +179,14 @@ def test_request_ids_are_honoured_or_made(metered: TestClient) -> None:
     assert given.headers["x-request-id"] == "lb-1234.abc"
     page = metered.get("/login", headers={"X-Request-Id": "lb-5678"})  # the pages' lane too
     assert page.headers["x-request-id"] == "lb-5678"
-    made = {metered.get("/healthz").headers["x-request-id"] for _ in range(3)}
+    made = {metered.get("/login").headers["x-request-id"] for _ in range(3)}
     assert len(made) == 3
-    bad = metered.get("/healthz", headers={"X-Request-Id": "two words" * 20}).headers["x-request-id"]
+    bad = metered.get("/login", headers={"X-Request-Id": "two words" * 20}).headers["x-request-id"]
     assert " " not in bad and len(bad) < 40
+    # The hot lane makes one only for what is logged: an error answer (its reason is a log line).
+    assert "x-request-id" not in metered.get("/healthz").headers
+    refused = metered.post("/token", data={"grant_type": "client_credentials"}, auth=("nobody", "wrong"))
+    assert refused.status_code == 401 and refused.headers["x-request-id"] not in made
 
 
 def test_workers_are_added_up_and_their_directory_removed(tmp_path: Path) -> None:
@@ -197,7 +201,8 @@ def test_workers_are_added_up_and_their_directory_removed(tmp_path: Path) -> Non
     server = subprocess.Popen([sys.executable, "-m", "authserver.cli", "serve", "--port", str(port), "--workers", "2"],
                               env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    readyz = ("authserver_http_requests_total", (("method", "GET"), ("route", "/readyz"), ("status", "200")))
+    # Refused token requests: an error answer carries a request id made by the worker (its prefix).
+    refused = ("authserver_http_requests_total", (("method", "POST"), ("route", "/token"), ("status", "400")))
 
     def scraped() -> Samples:
         response = httpx.get(f"{url}/metrics", headers=headers)
@@ -209,19 +214,19 @@ def test_workers_are_added_up_and_their_directory_removed(tmp_path: Path) -> Non
         wait_healthy(url, lambda: server.poll() is None)
         assert next(p.name for p in (tmp_path / "tmp").iterdir()).startswith("authserver-metrics-")
         time.sleep(1.5)  # what the health checks left is handed over
-        before = scraped().get(readyz, 0.0)
+        before = scraped().get(refused, 0.0)
         answered_by: dict[str, int] = {}
         sent = 0
         # A new connection each time: the workers share the socket, either may accept it.
         while sent < 40 or (len(answered_by) < 2 and sent < 400):
-            response = httpx.get(f"{url}/readyz")
-            assert response.status_code == 200
+            response = httpx.post(f"{url}/token", data={"grant_type": "password"})
+            assert response.status_code == 400, response.text
             sent += 1
             prefix = response.headers["x-request-id"].split("-")[0]  # per process
             answered_by[prefix] = answered_by.get(prefix, 0) + 1
         assert len(answered_by) == 2, answered_by  # both workers served some
         time.sleep(1.5)  # each worker hands its tally over within a second
-        assert {scraped().get(readyz, 0.0) - before for _ in range(6)} == {float(sent)}  # whichever scrapes
+        assert {scraped().get(refused, 0.0) - before for _ in range(6)} == {float(sent)}  # whichever scrapes
     finally:
         server.send_signal(signal.SIGTERM)
         try:
