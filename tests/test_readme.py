@@ -48,7 +48,8 @@ def _free_port() -> int:
 def test_the_operations_commands_run(tmp_path: Path) -> None:
     """The Operations section's shell lines, as one script on a fresh SQLite database, on free ports
     instead of 8000/8001: a background server is waited for; what follows forever (``audit tail``, a
-    server in the foreground) runs 4 s under ``timeout`` and must still be running then."""
+    server in the foreground) runs 10 s under ``timeout`` (time to start even on a busy machine) and
+    must still be running then."""
     lines = _operations_block()
     assert any(line.startswith("authserver audit purge") for line in lines)
     port, json_port = _free_port(), _free_port()
@@ -63,7 +64,7 @@ def test_the_operations_commands_run(tmp_path: Path) -> None:
         elif " tail " in f" {line} " or re.search(r"authserver serve(?!.*&)", line):
             line = line.replace("--port 8001", f"--port {json_port}")
             env, _, command = line.rpartition("authserver ")
-            script.append(f"{env}timeout 4 authserver {command} > follow.log 2>&1 || [ $? = 124 ]")
+            script.append(f"{env}timeout 10 authserver {command} > follow.log 2>&1 || [ $? = 124 ]")
             script.append("cat follow.log")
         else:
             script.append(line)
