@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
+from authserver import observe, readiness
 from authserver.db import Database
 from authserver.errors import install_error_handlers
 from authserver.fastlane import AuthServer, HotRoutes
@@ -81,8 +82,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         hot.add("GET", path, discovery.metadata_endpoint(services))
     hot.add("GET", f"{prefix}/jwks.json", discovery.jwks_endpoint(services))
     hot.add("GET", "/healthz", discovery.health_endpoint(services))
+    hot.add("GET", "/readyz", readiness.endpoint(services.db))
     hot.add("POST", f"{prefix}/token", token.endpoint(services, registry))
     hot.add("POST", f"{prefix}/introspect", introspection.endpoint(services, registry))
+    counting = observe.metrics_enabled(settings.metrics, settings.metrics_token, settings.is_https)
+    observe.enable(counting)
+    log_access = logging.getLogger("authserver.access").isEnabledFor(logging.INFO)  # serve --access-log
+    hot.observe(count=counting, log_access=log_access)
+    if counting:
+        hot.add("GET", "/metrics", observe.metrics_endpoint(settings.metrics_token))
     cors_paths = [*discovery_paths(settings), *(f"{prefix}{p}" for p in ("/jwks.json", "/token", "/revoke"))]
     proxies = parse_networks(settings.trusted_proxies)
     hot_stack: ASGIApp = BodyLimit(PublicCORS(hot, paths=cors_paths, prefixes=[]), max_bytes=settings.max_body_bytes)
@@ -109,6 +117,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # Outside everything that reads headers (TrustedProxies included), inside the security headers.
     app.add_middleware(HeaderLimit)
     app.add_middleware(SecurityHeaders, hsts=settings.is_https, image_origins=images)
+    app.add_middleware(observe.Observe, count=counting, log_access=log_access)  # outermost: the whole latency
     return app
 
 

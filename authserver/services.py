@@ -79,7 +79,8 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     limits = build_limiter(settings, db)
     services = Services(settings=settings, db=db, keys=keys, secret=secret,
                         grace_sealer=KeyEncryptor(secret, "refresh-grace"),
-                        purger=Purger(db, settings.refresh_reuse_grace, settings.purge_interval),
+                        purger=Purger(db, settings.refresh_reuse_grace, settings.purge_interval,
+                                      audit_retention_days=settings.audit_retention_days),
                         cookies=Cookies(settings, secret),
                         policy=PolicyCache(db, settings), clients=client_cache,
                         resources=ResourceCache(db, ttl), verdicts=ReadCache(ttl, max_entries=50_000),

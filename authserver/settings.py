@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     # Testing only: fetch metadata documents from loopback http servers. Refused with an https issuer.
     cimd_allow_loopback_http: bool = False
     log_level: str = "info"
+    # Observability (authserver.observe, authserver.logconfig): log lines as text (development) or
+    # one JSON object per line; /metrics on, off, or auto (on with a token or a loopback http issuer);
+    # the bearer token /metrics then requires; audit events older than this many days are deleted by
+    # the purge timer (0: kept forever).
+    log_format: Literal["text", "json"] = "text"
+    metrics: Literal["auto", "on", "off"] = "auto"
+    metrics_token: str | None = Field(default=None, repr=False, min_length=16)
+    audit_retention_days: int = Field(default=0, ge=0, le=36500)
     # DPoP (RFC 9449, see authserver.dpop). A proof's iat may be at most this many seconds old,
     # and at most dpop_clock_skew seconds in the future.
     dpop_proof_max_age: int = Field(default=60, ge=10, le=300)

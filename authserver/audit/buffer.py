@@ -29,7 +29,8 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, or_, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from authserver.audit.log import outcome_of
+from authserver import observe
+from authserver.audit.log import events_log, log_events, outcome_of
 from authserver.audit.models import AuditEvent
 from authserver.clients.models import Client
 from authserver.db import CACHE_NEUTRAL, Database, utcnow
@@ -78,6 +79,7 @@ class AuditBuffer:
         # The IP comes from the connection or, behind a proxy, from a header anyone can set.
         row = {"event": event, "outcome": outcome_of(event), "actor": actor, "client_id": client_id,
                "ip": ip[:IP_LENGTH] if ip else ip, "detail": detail, "at": at or utcnow()}
+        observe.audit_event(event, detail)
         with self._lock:
             if len(self._events) >= self._max_pending:
                 dropped = self._events.pop(0)
@@ -207,3 +209,5 @@ class AuditBuffer:
                     .values(last_used_at=at, updated_at=Client.updated_at)  # use is not a change
                     .execution_options(**{CACHE_NEUTRAL: True}))
         self._used_written.update(used)
+        if events and events_log.isEnabledFor(logging.INFO):
+            log_events(events)  # once stored: a batch retried is not logged twice

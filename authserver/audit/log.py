@@ -6,6 +6,7 @@ event exists exactly when its change does. Never put a secret in ``detail``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from authserver import observe
 from authserver.audit.models import AuditEvent
+
+events_log = logging.getLogger("authserver.events")
 
 SUCCESS, FAILURE = "success", "failure"
 FAILURE_SUFFIXES = (".failed", ".denied", ".refused")
@@ -27,8 +31,19 @@ def outcome_of(event: str) -> str:
 
 def record(session: Session, event: str, *, actor: str | None = None, client_id: str | None = None,
            ip: str | None = None, outcome: str | None = None, **detail: Any) -> None:
-    session.add(AuditEvent(event=event, outcome=outcome or outcome_of(event), actor=actor, client_id=client_id,
-                           ip=ip, detail=detail))
+    outcome = outcome or outcome_of(event)
+    session.add(AuditEvent(event=event, outcome=outcome, actor=actor, client_id=client_id, ip=ip, detail=detail))
+    observe.audit_event(event, detail)
+    if events_log.isEnabledFor(logging.INFO):
+        log_events([{"event": event, "outcome": outcome, "actor": actor, "client_id": client_id, "ip": ip,
+                     "detail": detail}])
+
+
+def log_events(rows: list[dict[str, Any]]) -> None:
+    """Audit events as log lines too (``authserver.events``, INFO): one record for many, each
+    event its own line (``logconfig`` formats ``audit_events``), so a batch of the token path's
+    events costs one log record, written by the batch writer's thread rather than the request."""
+    events_log.info("%d audit events", len(rows), extra={"audit_events": rows})
 
 
 def recent(session: Session, limit: int = 100, event: str | None = None) -> list[AuditEvent]:

@@ -10,7 +10,8 @@ from authserver.db import Base, utcnow
 
 
 class AuditEvent(Base):
-    """Append-only: the application inserts rows and never updates or deletes them."""
+    """Append-only: the application inserts rows and never updates them; old rows are deleted only by
+    retention (``authserver audit purge``, ``AUTHSERVER_AUDIT_RETENTION_DAYS``)."""
 
     __tablename__ = "audit_events"
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from authserver.audit.models import AuditEvent
-from authserver.db import Database
+from authserver.db import Database, affected
 
 EXPORT_BATCH = 1000
+PURGE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,32 @@ def page(session: Session, where: AuditFilter, *, before: int | None = None, lim
     if before is not None:
         query = query.where(AuditEvent.id < before)
     return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+
+
+def after(session: Session, where: AuditFilter, after_id: int, *, limit: int) -> list[AuditEvent]:
+    """Matching events with ids above ``after_id``, oldest first (``audit tail``)."""
+    query = select(AuditEvent).where(*where.conditions(), AuditEvent.id > after_id)
+    return list(session.scalars(query.order_by(AuditEvent.id).limit(limit)))
+
+
+def max_id(session: Session) -> int:
+    return session.scalar(select(func.max(AuditEvent.id))) or 0
+
+
+def purge_older_than(db: Database, cutoff: datetime, *, batch: int = PURGE_BATCH,
+                     max_batches: int | None = None) -> int:
+    """Delete events before ``cutoff``, ``batch`` rows per transaction (short locks, however many
+    there are), at most ``max_batches`` batches (None: all); how many were deleted."""
+    deleted, batches = 0, 0
+    while max_batches is None or batches < max_batches:
+        with db.session() as session:
+            ids = select(AuditEvent.id).where(AuditEvent.at < cutoff).order_by(AuditEvent.id).limit(batch)
+            n = affected(session.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids.scalar_subquery()))))
+        deleted += n
+        batches += 1
+        if n < batch:
+            break
+    return deleted
 
 
 def count(session: Session, events: Iterable[str], since: datetime) -> int:

@@ -1,4 +1,4 @@
-"""The `authserver` command line: database, server, users, scopes, resources, clients, keys.
+"""The `authserver` command line: database, server, users, scopes, resources, clients, keys, audit log.
 
 One module per command group, each adding its own commands to the parser (``register``); this
 module assembles them and runs one. Every command runs in one transaction (nothing half-written
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from authserver.cli import catalog, clients, db, keys, serve, users
+from authserver.cli import audit, catalog, clients, db, keys, serve, users
 from authserver.cli.base import Commands, Context, Output, Parser, UsageError, report
 from authserver.errors import AppError
 from authserver.settings import ConfigError, load_settings
 
-GROUPS = (db, serve, users, catalog, clients, keys)  # the order of `authserver --help`
+GROUPS = (db, serve, users, catalog, clients, keys, audit)  # the order of `authserver --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

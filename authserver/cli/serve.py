@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from authserver.cli.base import Commands, Context, report
 from authserver.logconfig import uvicorn_log_config
+from authserver.observe import metrics_directory
 from authserver.settings import ConfigError, is_loopback_host, load_settings
 
 
@@ -41,11 +42,15 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> None:
     # requests in flight finish, for at most --timeout-graceful-shutdown seconds; then uvicorn
     # cancels what is left and the process exits, with status 0 (``stop_requested``).
     signal.signal(signal.SIGTERM, stop_requested)
-    level = ctx.settings.log_level
-    uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False,
-                server_header=False, loop="uvloop", http="httptools", ws="none", access_log=args.access_log,
-                timeout_graceful_shutdown=args.timeout_graceful_shutdown)
+    level, log_format = ctx.settings.log_level, ctx.settings.log_format
+    # With JSON lines the app writes the access lines itself (route template, latency, request id).
+    uvicorn_access_log = args.access_log and log_format == "text"
+    with metrics_directory(args.workers, ctx.settings):  # --workers N: metrics added up across processes
+        uvicorn.run("authserver.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=level, proxy_headers=False,
+                    log_config=uvicorn_log_config(level, log_format, args.access_log),
+                    server_header=False, loop="uvloop", http="httptools", ws="none", access_log=uvicorn_access_log,
+                    timeout_graceful_shutdown=args.timeout_graceful_shutdown)
 
 
 def stop_requested(signum: int, frame: FrameType | None) -> NoReturn:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from authserver import observe
 from authserver.clients.jwks import JwksError, check_public_jwks
 from authserver.errors import AppError
 from authserver.safehttp import FetchError, GuardedHTTP, Resolver, Target, address_allowed, parse_target
@@ -280,8 +281,11 @@ class MetadataFetcher:
         try:
             document, ttl = self._download(client_id)
             expires_at = time.time() + ttl
-            return _Entry(expires_at=expires_at, metadata=self._validate(client_id, document, expires_at))
+            entry = _Entry(expires_at=expires_at, metadata=self._validate(client_id, document, expires_at))
+            observe.count("documents", "ok")
+            return entry
         except MetadataDocumentError as exc:
+            observe.count("documents", "failed")
             log.info("client metadata document %s refused: %s (%s)", client_id, exc.public, exc.detail or "-")
             return _Entry(expires_at=time.time() + self.negative_ttl, error=exc)
 

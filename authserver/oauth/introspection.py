@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authserver import observe
 from authserver.clients.cache import ClientView
 from authserver.clients.models import Client
 from authserver.db import utcnow
@@ -33,6 +34,7 @@ from authserver.oauth.client_auth import (
 )
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.observe import CLIENT_ID
 from authserver.responses import JSON
 from authserver.services import Services
 from authserver.tokens import lookup
@@ -46,8 +48,9 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         given = credentials(request, params)
         if registry.is_document_url(given.client_id):
             # Metadata-document clients are public: refused below, after the usual lookup.
-            return JSON(await run_in_threadpool(_introspect, services, registry, request, params), headers=NO_STORE)
+            return answer(await run_in_threadpool(_introspect, services, registry, request, params))
         caller = await authenticate_cached(services.clients, given)
+        request.scope[CLIENT_ID] = caller.client_id
         if caller.is_public:
             raise InvalidClient("introspection requires a confidential client", headers=BASIC_CHALLENGE)
         token = require(params, "token")
@@ -55,10 +58,16 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
             # The common case, an active access token, is answered from the verdict cache.
             access = await lookup.cached_access_token(services, token)
             if access is not None:
-                return JSON(describe_access(caller, access), headers=NO_STORE)
-        return JSON(await run_in_threadpool(_introspect, services, registry, request, params), headers=NO_STORE)
+                return answer(describe_access(caller, access))
+        return answer(await run_in_threadpool(_introspect, services, registry, request, params))
 
     return introspect
+
+
+def answer(body: dict[str, Any]) -> Response:
+    """On the event loop (the threadpool's work returns here first)."""
+    observe.count_on_loop("introspections", "active" if body["active"] else "inactive")
+    return JSON(body, headers=NO_STORE)
 
 
 def _introspect(services: Services, registry: ClientRegistry, request: Request, params: Params) -> dict[str, Any]:

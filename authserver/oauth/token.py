@@ -44,6 +44,7 @@ from authserver.oauth.client_auth import authenticate_cached, authenticate_clien
 from authserver.oauth.grants import authorization_code, client_credentials, refresh_token
 from authserver.oauth.params import Params, require
 from authserver.oauth.registry import ClientRegistry
+from authserver.observe import CLIENT_ID
 from authserver.responses import JSON
 from authserver.services import Services
 
@@ -70,6 +71,7 @@ def endpoint(services: Services, registry: ClientRegistry) -> Callable[[Request]
         given = credentials(request, params) if grant_type in (CLIENT_CREDENTIALS, REFRESH_TOKEN) else None
         if given is not None and not registry.is_document_url(given.client_id):
             client = await authenticate_cached(services.clients, given)
+            request.scope[CLIENT_ID] = client.client_id
             admit(services, client)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
@@ -104,6 +106,7 @@ def _handle(services: Services, registry: ClientRegistry, request: Request, para
     deferred: list[OAuthError] = []
     with services.db.session() as session:
         client = authenticate_client(session, registry, request, params)
+        request.scope[CLIENT_ID] = client.client_id
         admit(services, client)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")

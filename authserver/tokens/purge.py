@@ -1,5 +1,6 @@
 """Removing what has expired: codes, requests, sessions, refresh tokens, deny-list rows, unused clients,
-spent proof jti values, expired limit counters.
+spent proof jti values, expired limit counters; and, with ``AUTHSERVER_AUDIT_RETENTION_DAYS``, audit
+events older than that (in batches, ``audit.queries.purge_older_than``).
 
 Run by ``authserver db purge``, on a timer in every server process (``run_periodically``, started
 in the app's lifespan: rows that anonymous /authorize calls leave behind go even on a node that
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, update
 from sqlalchemy.orm import Session
 
+from authserver.audit.queries import purge_older_than
 from authserver.clients.models import Client
 from authserver.db import Database, affected, utcnow
 from authserver.interaction.models import AuthorizationRequest, LoginSession
@@ -61,11 +63,18 @@ def purge(session: Session, now: datetime, grace_seconds: int) -> dict[str, int]
     return counts
 
 
+# Audit retention (AUTHSERVER_AUDIT_RETENTION_DAYS): at most this many batches of PURGE_BATCH rows a run,
+# each its own transaction; a backlog (retention just switched on) goes over the following runs.
+AUDIT_BATCHES_PER_RUN = 100
+
+
 class Purger:
-    def __init__(self, db: Database, grace_seconds: int, interval: float = 300.0) -> None:
+    def __init__(self, db: Database, grace_seconds: int, interval: float = 300.0,
+                 audit_retention_days: int = 0) -> None:
         self._db = db
         self._grace = grace_seconds
         self._interval = interval
+        self._audit_retention = timedelta(days=audit_retention_days) if audit_retention_days else None
         self._last = time.monotonic()
         self._lock = threading.Lock()
 
@@ -82,8 +91,12 @@ class Purger:
             return
         try:
             self._last = time.monotonic()
+            now = utcnow()
             with self._db.session() as session:
-                counts = purge(session, utcnow(), self._grace)
+                counts = purge(session, now, self._grace)
+            if self._audit_retention is not None:
+                counts["audit_events"] = purge_older_than(self._db, now - self._audit_retention,
+                                                          max_batches=AUDIT_BATCHES_PER_RUN)
             log.info("purged expired rows: %s", counts)
         except Exception:  # a failed purge must never affect requests; it runs again later
             log.exception("purge failed")

@@ -228,13 +228,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(db_url: str, log: Path) -> Iterator[str]:
-    """``authserver serve --access-log`` at debug level, its output in ``log``; stopped with SIGTERM."""
+def server(db_url: str, log: Path, **extra: str) -> Iterator[str]:
+    """``authserver serve --access-log`` at debug level, its output in ``log``; stopped with SIGTERM.
+    ``extra``: more environment (``AUTHSERVER_LOG_FORMAT="json"``)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AUTHSERVER_DATABASE_URL": db_url, "AUTHSERVER_ISSUER": url,
            "AUTHSERVER_SECRET_KEY": TEST_SECRET, "AUTHSERVER_LOG_LEVEL": "debug",
-           "AUTHSERVER_REFRESH_REUSE_GRACE": str(REUSE_GRACE)}
+           "AUTHSERVER_REFRESH_REUSE_GRACE": str(REUSE_GRACE), **extra}
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "authserver.cli", "serve", "--port", str(port),
                                     "--access-log"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -583,6 +584,48 @@ def test_no_secret_reaches_the_logs_or_the_database(db: Database, db_url: str, t
 
     needles = found.needles()
     leaked = leaks(log_places(lines, needles), needles) + leaks(cells, needles)
+    if leaked:
+        pytest.fail(summary(leaked), pytrace=False)
+
+
+def test_json_logs_are_one_object_a_line_and_carry_no_secret(db: Database, db_url: str, tmp_path: Path) -> None:
+    """The same drive with ``AUTHSERVER_LOG_FORMAT=json``: every line of the server's output is one JSON
+    object; the app's access lines name route templates (never a path, a query string or an interaction
+    id) with status, latency, request id and, once authenticated, the client; the audit events are
+    lines too; and no secret appears anywhere."""
+    found = Secrets()
+    seeded = seed(db, found)
+    log = tmp_path / "server.log"
+    with server(db_url, log, AUTHSERVER_LOG_FORMAT="json") as url:
+        drive(url, seeded, found)
+    server_secrets(db, found)
+    lines = log.read_text("utf-8", "replace").splitlines()
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            pytest.fail(f"log line {number} is not JSON: {line[:200]}", pytrace=False)
+        assert isinstance(entry, dict) and {"ts", "level", "logger", "message"} <= set(entry), line[:200]
+        parsed.append(entry)
+    access = [e for e in parsed if e["logger"] == "authserver.access"]
+    routes = {(e["method"], e["route"], e["status"]) for e in access}
+    for expected in (("GET", "/authorize", 303), ("GET", "/interaction/{rid}", 200),
+                     ("POST", "/interaction/{rid}/login", 401), ("POST", "/interaction/{rid}/consent", 303),
+                     ("POST", "/token", 200), ("POST", "/token", 401), ("POST", "/introspect", 200),
+                     ("POST", "/register", 201), ("GET", "/register/{client_id}", 200)):
+        assert expected in routes, (expected, sorted(routes, key=str))
+    for entry in access:
+        assert entry["request_id"] and isinstance(entry["latency_ms"], float)
+        assert "?" not in entry["route"] and "<" not in entry["route"], entry
+        assert not re.search(r"/interaction/(?!\{rid\})", entry["route"]), entry
+    assert any(e["route"] == "/token" and e["client_id"] == seeded.web[0] for e in access)
+    events = {e["event"] for e in parsed if e["logger"] == "authserver.events"}
+    assert {"login.failed", "login.succeeded", "consent.granted", "token.issued", "token.refreshed",
+            "token.reuse_detected", "client.registered"} <= events, events
+    assert any(e["logger"] == "authserver.errors" and e.get("request_id") for e in parsed)
+    needles = found.needles()
+    leaked = leaks(log_places(lines, needles), needles)
     if leaked:
         pytest.fail(summary(leaked), pytrace=False)
 
