@@ -77,7 +77,7 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.test-deps chromium $(TS_INTEROP)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # The load generator of the benchmark: Debian's wrk, installed when missing (like chromium above).
 .PHONY: wrk
