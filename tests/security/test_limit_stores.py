@@ -193,8 +193,8 @@ def test_the_purge_removes_expired_counters_and_holds_only(db: Database) -> None
 def test_a_window_that_ended_starts_over_in_its_row_before_any_purge(db: Database) -> None:
     """An expired row is reused by the next hit (a new window), and a hold past its time retaken."""
     store = DatabaseLimiter(db)
+    store.acquire("again-hold", 1)  # first, so it has ended by the time the window has
     store.hit("again", 1, cost=7)
-    store.acquire("again-hold", 1)
     eventually("the window ends", lambda: store.peek("again") == NONE)
     assert store.hit("again", 60).count == 1
     assert store.acquire("again-hold", 60)
