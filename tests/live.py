@@ -78,3 +78,20 @@ def wait_healthy(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> 
             pass
         assert alive() and time.monotonic() < deadline, f"the server at {url} did not start"
         time.sleep(0.1)
+
+
+def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call at the same moment (one thread each, released together); results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

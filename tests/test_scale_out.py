@@ -32,7 +32,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from authserver.keys.ring import MISS_RELOAD_SECONDS, REFRESH_SECONDS
 from authserver.settings import Settings
 from authserver.tokens.models import RefreshToken
 from tests.conftest import ISSUER, TEST_SECRET, pg_database
-from tests.live import wait_healthy
+from tests.live import at_once, wait_healthy
 from tests.oauth_helpers import RESOURCE, authorize_params, pkce_pair, query, run_flow, seed
 
 pytestmark = pytest.mark.xdist_group("scale-out")
@@ -189,23 +188,6 @@ def tokens_across(cluster: Cluster, first: int = 0) -> dict[str, Any]:
 def kid_of(token: str) -> str:
     kid: str = jwt.get_unverified_header(token)["kid"]
     return kid
-
-
-def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run every call at the same moment (one thread each, released together); results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def within(seconds: float, what: str, done: Callable[[], bool]) -> float:

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from authserver.limits.redis import RedisLimiter
 from authserver.limits.shared import _digest
 from authserver.users import repository as users
 from tests.conftest import ISSUER, TEST_SECRET, pg_database
-from tests.live import wait_healthy
+from tests.live import at_once, wait_healthy
 from tests.oauth_helpers import PASSWORD, RESOURCE, count, seed
 from tests.security.conftest import REDIS_URL, csrf_of, drop_redis_keys, error_of, require_redis
 
@@ -179,27 +178,10 @@ def test_password_guessing_split_across_two_nodes_is_throttled_by_the_second(nod
     assert sign_in(nodes.a, "bob", PASSWORD, "203.0.113.13").status_code == 303
 
 
-def burst(calls: list[Any]) -> list[Any]:
-    """Run every call at once (one thread each, released together); their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def test_a_registration_burst_on_two_nodes_at_once_creates_no_more_than_the_limit(nodes: Nodes) -> None:
     before = count(nodes.db, "clients")
     flooder = "198.51.100.70"
-    answers = burst([lambda node=node: register(node, flooder) for node in (nodes.a, nodes.b) * 5])
+    answers = at_once([lambda node=node: register(node, flooder) for node in (nodes.a, nodes.b) * 5])
     assert sorted(r.status_code for r in answers) == [201] * REGISTRATIONS + [429] * (10 - REGISTRATIONS)
     assert count(nodes.db, "clients") - before == REGISTRATIONS
 
@@ -209,7 +191,7 @@ def test_a_guessing_burst_on_two_nodes_at_once_learns_no_more_verdicts_than_the_
     budget only the one that takes the back-off hold goes on: racing nodes learn no more."""
     with nodes.db.session() as s:
         users.create_user(s, "carol", PASSWORD)
-    answers = burst([lambda node=node, n=n: sign_in(node, "carol", WRONG, f"203.0.113.{100 + n}")
+    answers = at_once([lambda node=node, n=n: sign_in(node, "carol", WRONG, f"203.0.113.{100 + n}")
                      for n, node in enumerate((nodes.a, nodes.b) * 6)])
     verdicts = sorted((r.status_code, error_of(r.text)) for r in answers)
     assert verdicts == sorted([(401, BAD_LOGIN)] * ACCOUNT_FAILURES + [(401, THROTTLED)] * (12 - ACCOUNT_FAILURES))
